@@ -1,0 +1,295 @@
+//! The key table: every configuration key, its environment variable, flag, default and type.
+//!
+//! This table is the schema: unknown-key detection, value checking, secret resolution
+//! (every `Secret` key accepts `_file`/`_command` variants), `docs/config.md` and
+//! `moltbot.example.toml` are all driven by it. Tests make sure it matches [`crate::Config`].
+
+use crate::types::TOKENIZERS;
+
+/// The type of a key's value, as checked before typed extraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Any string.
+    String,
+    /// `true` / `false`.
+    Bool,
+    /// Unsigned 32-bit integer.
+    U32,
+    /// Unsigned integer (`usize`).
+    Usize,
+    /// Floating point number.
+    F32,
+    /// humantime duration string: `250ms`, `5s`, `1m`, `24h`.
+    Duration,
+    /// `IP:port`.
+    SocketAddr,
+    /// `http://` or `https://` URL.
+    HttpUrl,
+    /// List of CIDR ranges (a bare IP means a single address).
+    CidrList,
+    /// List of strings.
+    StringList,
+    /// List of secret strings (plain values only).
+    SecretList,
+    /// Secret string; also settable via `<key>_file` / `<key>_command`.
+    Secret,
+    /// One of a fixed set of strings.
+    Enum(&'static [&'static str]),
+    /// The `[[models]]` array of tables.
+    ModelList,
+}
+
+impl ValueKind {
+    /// What a value of this kind looks like, for error messages and docs.
+    pub fn expected(self) -> String {
+        match self {
+            ValueKind::String | ValueKind::Secret => "a string".to_owned(),
+            ValueKind::Bool => "true or false".to_owned(),
+            ValueKind::U32 => "a whole number from 0 to 4294967295".to_owned(),
+            ValueKind::Usize => "a whole number".to_owned(),
+            ValueKind::F32 => "a number".to_owned(),
+            ValueKind::Duration => "a duration like \"250ms\", \"5s\" or \"1m\"".to_owned(),
+            ValueKind::SocketAddr => "host:port".to_owned(),
+            ValueKind::HttpUrl => "an http:// or https:// URL".to_owned(),
+            ValueKind::CidrList => "a list of CIDR ranges like [\"10.0.0.0/8\"]".to_owned(),
+            ValueKind::StringList | ValueKind::SecretList => "a list of strings".to_owned(),
+            ValueKind::Enum(values) => {
+                let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
+                format!("one of {}", quoted.join(", "))
+            }
+            ValueKind::ModelList => "an array of tables ([[models]])".to_owned(),
+        }
+    }
+
+    /// Short type name for the docs table.
+    pub fn type_name(self) -> String {
+        match self {
+            ValueKind::String => "string".to_owned(),
+            ValueKind::Secret => "secret".to_owned(),
+            ValueKind::Bool => "bool".to_owned(),
+            ValueKind::U32 | ValueKind::Usize => "integer".to_owned(),
+            ValueKind::F32 => "number".to_owned(),
+            ValueKind::Duration => "duration".to_owned(),
+            ValueKind::SocketAddr => "IP:port".to_owned(),
+            ValueKind::HttpUrl => "URL".to_owned(),
+            ValueKind::CidrList => "list of CIDRs".to_owned(),
+            ValueKind::StringList => "list of strings".to_owned(),
+            ValueKind::SecretList => "list of secrets".to_owned(),
+            ValueKind::Enum(values) => values.join(" | "),
+            ValueKind::ModelList => "array of tables".to_owned(),
+        }
+    }
+
+    /// Whether an environment value for this kind is kept as the raw string
+    /// (rather than parsed like a figment value).
+    pub(crate) fn is_stringly(self) -> bool {
+        matches!(
+            self,
+            ValueKind::String
+                | ValueKind::Secret
+                | ValueKind::Duration
+                | ValueKind::SocketAddr
+                | ValueKind::HttpUrl
+                | ValueKind::Enum(_)
+        )
+    }
+}
+
+/// Documentation and schema of one key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDoc {
+    /// Dotted key path; `models[]` stands for every `[[models]]` entry.
+    pub key: &'static str,
+    /// Environment variable, `None` for keys that only TOML can set (models).
+    pub env: Option<&'static str>,
+    /// Command-line flag, if any.
+    pub flag: Option<&'static str>,
+    /// Default, as shown in docs (`unset` = no value; text in parentheses = computed).
+    pub default: &'static str,
+    /// Value type.
+    pub kind: ValueKind,
+    /// Whether the value is a secret (never printed; `_file` / `_command` variants).
+    pub is_secret: bool,
+    /// One-line description.
+    pub description: &'static str,
+}
+
+const fn k(
+    key: &'static str,
+    env: Option<&'static str>,
+    flag: Option<&'static str>,
+    default: &'static str,
+    kind: ValueKind,
+    description: &'static str,
+) -> KeyDoc {
+    let is_secret = matches!(kind, ValueKind::Secret | ValueKind::SecretList);
+    KeyDoc {
+        key,
+        env,
+        flag,
+        default,
+        kind,
+        is_secret,
+        description,
+    }
+}
+
+const PROFILES: &[&str] = &["development", "production"];
+const LOG_FORMATS: &[&str] = &["text", "json"];
+const BACKENDS: &[&str] = &["remote"];
+
+use ValueKind as V;
+
+/// Every configuration key. Adding a `ValueKind::Secret` row is all a new secret needs.
+#[rustfmt::skip]
+pub const KEYS: &[KeyDoc] = &[
+    k("profile", Some("MOLTBOT_PROFILE"), Some("--profile"), "development", V::Enum(PROFILES),
+      "Deployment profile; chooses several defaults and turns on production checks."),
+    k("chat_addr", Some("MOLTBOT_CHAT_ADDR"), Some("--chat-addr"),
+      "127.0.0.1:18789 (development), 0.0.0.0:18789 (production)", V::SocketAddr,
+      "Listener of the public OpenAI-compatible API."),
+    k("admin_addr", Some("MOLTBOT_ADMIN_ADDR"), Some("--admin-addr"),
+      "127.0.0.1:8080 (development), 0.0.0.0:8080 (production)", V::SocketAddr,
+      "Listener of the admin API."),
+    k("debug_addr", Some("MOLTBOT_DEBUG_ADDR"), Some("--debug-addr, --dev"), "unset", V::SocketAddr,
+      "Debug listener; `--dev` sets it to 127.0.0.1:5000. Refused in the production profile."),
+    k("database_url", Some("MOLTBOT_DATABASE_URL"), Some("--database-url"), "sqlite://./data/moltbot.db",
+      V::String, "Database: `sqlite:…`, `postgres://…` or `postgresql://…`."),
+    k("database_password", Some("MOLTBOT_DATABASE_PASSWORD"), None, "unset", V::Secret,
+      "Database password, injected into a postgres URL."),
+    k("redis_url", Some("MOLTBOT_REDIS_URL"), Some("--redis-url"), "unset", V::String,
+      "Optional Redis: `redis://…` or `rediss://…`."),
+    k("tokenizer", Some("MOLTBOT_TOKENIZER"), None, "o200k_base", V::Enum(TOKENIZERS),
+      "Default tokenizer encoding for remote models."),
+    k("server.body_limit_bytes", Some("MOLTBOT_SERVER__BODY_LIMIT_BYTES"), None, "4194304", V::Usize,
+      "Largest accepted request body in bytes."),
+    k("server.request_timeout", Some("MOLTBOT_SERVER__REQUEST_TIMEOUT"), None, "5m", V::Duration,
+      "Timeout of non-streaming requests."),
+    k("server.shutdown_delay", Some("MOLTBOT_SERVER__SHUTDOWN_DELAY"), None, "5s", V::Duration,
+      "On shutdown: time between failing readiness and closing the listeners."),
+    k("server.shutdown_grace", Some("MOLTBOT_SERVER__SHUTDOWN_GRACE"), None, "25s", V::Duration,
+      "On shutdown: how long in-flight requests may finish."),
+    k("server.admin_allow_cidrs", Some("MOLTBOT_SERVER__ADMIN_ALLOW_CIDRS"), None, "[]", V::CidrList,
+      "Networks allowed to reach the admin listener; empty = any (requests are still authenticated)."),
+    k("server.debug_allow_cidrs", Some("MOLTBOT_SERVER__DEBUG_ALLOW_CIDRS"), None,
+      "[\"127.0.0.0/8\",\"::1/128\"]", V::CidrList, "Networks allowed to reach the debug listener."),
+    k("server.trusted_proxies", Some("MOLTBOT_SERVER__TRUSTED_PROXIES"), None, "[]", V::CidrList,
+      "Proxies whose X-Forwarded-For header is trusted."),
+    k("log.format", Some("MOLTBOT_LOG__FORMAT"), Some("--log-format"),
+      "text (development), json (production)", V::Enum(LOG_FORMATS), "Log output format."),
+    k("log.level", Some("MOLTBOT_LOG__LEVEL"), None, "info", V::String,
+      "Log level or filter directives, e.g. `info,moltbot_llm=debug`."),
+    k("log.prompts", Some("MOLTBOT_LOG__PROMPTS"), None, "false", V::Bool,
+      "Log prompt and completion text (sensitive)."),
+    k("store.record_exchanges", Some("MOLTBOT_STORE__RECORD_EXCHANGES"), None, "true", V::Bool,
+      "Record request/response exchanges in the database."),
+    k("store.max_connections", Some("MOLTBOT_STORE__MAX_CONNECTIONS"), None, "10", V::U32,
+      "Database connection pool size."),
+    k("store.busy_timeout", Some("MOLTBOT_STORE__BUSY_TIMEOUT"), None, "5s", V::Duration,
+      "SQLite busy timeout."),
+    k("store.idempotency_ttl", Some("MOLTBOT_STORE__IDEMPOTENCY_TTL"), None, "24h", V::Duration,
+      "How long idempotency keys are remembered."),
+    k("auth.jwt_secret", Some("MOLTBOT_AUTH__JWT_SECRET"), None, "unset", V::Secret,
+      "Key that signs session tokens (at least 32 bytes recommended)."),
+    k("auth.jwt_previous_secrets", Some("MOLTBOT_AUTH__JWT_PREVIOUS_SECRETS"), None, "[]", V::SecretList,
+      "Earlier signing keys still accepted when verifying (rotation); plain values only."),
+    k("models", None, None, "[]", V::ModelList,
+      "Model definitions, one `[[models]]` table each (TOML only)."),
+    k("models[].name", None, None, "(required)", V::String, "Public model name; unique."),
+    k("models[].backend", None, None, "remote", V::Enum(BACKENDS),
+      "Backend kind; only `remote` (OpenAI-compatible HTTP) exists in this build."),
+    k("models[].endpoint", None, None, "(required)", V::HttpUrl,
+      "Base URL such as `https://api.openai.com/v1`; a trailing `/chat/completions` or `/chat` is removed."),
+    k("models[].api_key", None, None, "unset", V::Secret, "API key; omit for keyless local servers."),
+    k("models[].api_keys", None, None, "[]", V::SecretList,
+      "Extra API keys, used in turn after `api_key` (rotation); plain values only."),
+    k("models[].upstream_model", None, None, "(the model's name)", V::String,
+      "Model id sent upstream."),
+    k("models[].max_tokens", None, None, "2048", V::U32,
+      "Default output tokens, and the cap for explicit `max_tokens`."),
+    k("models[].context_window", None, None, "8192", V::U32, "Context window in tokens."),
+    k("models[].temperature", None, None, "unset", V::F32, "Default temperature (0–2)."),
+    k("models[].top_p", None, None, "unset", V::F32, "Default top_p (0–1]."),
+    k("models[].tokenizer", None, None, "(top-level tokenizer)", V::Enum(TOKENIZERS),
+      "Tokenizer encoding of this model."),
+    k("models[].fallbacks", None, None, "[]", V::StringList,
+      "Models tried in order when this one fails; must exist, no cycles."),
+    k("models[].key_cooldown", None, None, "1m", V::Duration,
+      "How long a key that got 429 or 401 rests."),
+    k("models[].timeouts.connect", None, None, "5s", V::Duration, "Upstream connect timeout."),
+    k("models[].timeouts.first_byte", None, None, "1m", V::Duration, "Timeout until the first byte."),
+    k("models[].timeouts.idle", None, None, "1m", V::Duration, "Longest silence while streaming."),
+    k("models[].timeouts.total", None, None, "10m", V::Duration, "Timeout of the whole upstream request."),
+    k("models[].retry.max_attempts", None, None, "3", V::U32, "Attempts in total, including the first (>= 1)."),
+    k("models[].retry.base_delay", None, None, "200ms", V::Duration, "First backoff delay."),
+    k("models[].retry.max_delay", None, None, "10s", V::Duration, "Largest backoff delay."),
+    k("models[].retry.retry_after_cap", None, None, "30s", V::Duration, "Longest `Retry-After` honoured."),
+    k("models[].circuit.failure_threshold", None, None, "5", V::U32,
+      "Consecutive failures that open the circuit (>= 1)."),
+    k("models[].circuit.open_for", None, None, "30s", V::Duration,
+      "How long an open circuit rejects requests before a trial."),
+    k("models[].limits.requests_per_minute", None, None, "unset", V::U32, "Local request rate limit."),
+    k("models[].limits.tokens_per_minute", None, None, "unset", V::U32, "Local token rate limit."),
+];
+
+/// Suffixes of the indirect forms of a secret key.
+pub(crate) const SECRET_SUFFIXES: &[&str] = &["_file", "_command"];
+
+/// The key with this schema path (`models[].name` style).
+pub fn key_doc(schema_path: &str) -> Option<&'static KeyDoc> {
+    KEYS.iter().find(|d| d.key == schema_path)
+}
+
+/// Schema path of a secret key whose `_file`/`_command` variant this is.
+pub(crate) fn secret_variant(schema_path: &str) -> Option<(&'static KeyDoc, &'static str)> {
+    SECRET_SUFFIXES.iter().find_map(|suffix| {
+        let base = schema_path.strip_suffix(suffix)?;
+        key_doc(base)
+            .filter(|d| d.kind == ValueKind::Secret)
+            .map(|d| (d, *suffix))
+    })
+}
+
+/// Whether keys live below this schema path (`server`, `models[].retry`).
+pub(crate) fn is_table(schema_path: &str) -> bool {
+    let dotted = format!("{schema_path}.");
+    KEYS.iter().any(|d| d.key.starts_with(&dotted))
+}
+
+/// Key docs whose kind is `Secret`: the keys secret resolution looks at.
+pub(crate) fn secret_keys() -> impl Iterator<Item = &'static KeyDoc> {
+    KEYS.iter().filter(|d| d.kind == ValueKind::Secret)
+}
+
+/// Closest known key in the same table, for "did you mean" hints.
+pub(crate) fn suggest(schema_path: &str) -> Option<&'static str> {
+    let (table, leaf) = match schema_path.rsplit_once('.') {
+        Some((t, l)) => (Some(t), l),
+        None => (None, schema_path),
+    };
+    KEYS.iter()
+        .filter(|d| d.key.rsplit_once('.').map(|(t, _)| t) == table)
+        .map(|d| {
+            (
+                d.key,
+                edit_distance(leaf, d.key.rsplit('.').next().unwrap_or(d.key)),
+            )
+        })
+        .filter(|(_, dist)| *dist <= 2)
+        .min_by_key(|(_, dist)| *dist)
+        .map(|(key, _)| key)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

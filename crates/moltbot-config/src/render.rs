@@ -1,0 +1,374 @@
+//! Output: redacted effective configuration, `docs/config.md`, `moltbot.example.toml`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::keys::{KEYS, KeyDoc, ValueKind};
+use crate::secret::REDACTED;
+use crate::{Config, ModelConfig, Profile};
+
+impl Config {
+    /// The effective configuration as TOML, with every secret (and any password inside
+    /// `database_url` / `redis_url`) shown as `***`. For `moltbot config show`.
+    pub fn redacted_toml(&self) -> String {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut value {
+            for key in ["database_url", "redis_url"] {
+                if let Some(Value::String(url)) = map.get_mut(key) {
+                    *url = redact_url(url);
+                }
+            }
+        }
+        drop_nulls(&mut value);
+        toml::to_string_pretty(&value)
+            .unwrap_or_else(|e| format!("# could not render the configuration: {e}\n"))
+    }
+}
+
+/// Replaces a password in a URL (userinfo or `password=` query parameter) with `***`.
+pub(crate) fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some(REDACTED));
+    }
+    if url.query_pairs().any(|(k, _)| k.eq_ignore_ascii_case("password")) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") {
+                    REDACTED.to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+/// Leaf paths of the defaults (`models[]` paths from [`ModelConfig::default`]) and their values.
+pub(crate) fn default_values(profile: Profile) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    flatten(
+        "",
+        &serde_json::to_value(Config::defaults(profile)).unwrap_or(Value::Null),
+        &mut out,
+    );
+    flatten(
+        "models[]",
+        &serde_json::to_value(ModelConfig::default()).unwrap_or(Value::Null),
+        &mut out,
+    );
+    out.remove("models");
+    out
+}
+
+/// Flattens a value tree into leaf paths; arrays of tables become `key[]`.
+pub(crate) fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        Value::Array(items) if items.first().is_some_and(Value::is_object) => {
+            for item in items {
+                flatten(&format!("{prefix}[]"), item, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+/// A default as the docs show it: `unset`, plain strings, JSON lists.
+pub(crate) fn display_default(value: &Value) -> String {
+    match value {
+        Value::Null => "unset".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn toml_literal(value: &Value) -> String {
+    match value {
+        Value::String(s) => toml::Value::String(s.clone()).to_string(),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(toml_literal).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn md_escape(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+fn code(text: &str) -> String {
+    format!("`{text}`")
+}
+
+const REGENERATE: &str = "MOLTBOT_TEST_REGENERATE_DOCS=1 cargo test -p moltbot-config";
+
+/// Renders `docs/config.md` from [`KEYS`].
+pub fn config_markdown() -> String {
+    let mut md = String::new();
+    let _ = write!(
+        md,
+        "# moltbot configuration\n\n\
+         <!-- Generated from crates/moltbot-config (config_markdown); do not edit by hand.\n     \
+         Regenerate with: {REGENERATE} -->\n\n"
+    );
+    md.push_str(SOURCES_MD);
+    md.push_str(
+        "## Keys\n\n\
+         Keys are dotted TOML paths; `models[]` means every `[[models]]` entry. \
+         A default in parentheses is computed.\n\n\
+         | Key | Environment variable | Flag | Default | Type | Description |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for doc in KEYS {
+        let env = match doc.env {
+            None => "— (TOML only)".to_owned(),
+            Some(env) if doc.kind == ValueKind::Secret => format!("{}, `…_FILE`, `…_COMMAND`", code(env)),
+            Some(env) => code(env),
+        };
+        let flag = doc.flag.map_or_else(
+            || "—".to_owned(),
+            |f| f.split(", ").map(code).collect::<Vec<_>>().join(", "),
+        );
+        let default = if doc.default.starts_with('(') || doc.default == "unset" {
+            doc.default.to_owned()
+        } else {
+            doc.default
+                .split(", ")
+                .map(|part| match part.split_once(" (") {
+                    Some((value, rest)) => format!("{} ({rest}", code(value)),
+                    None => code(part),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} |",
+            code(doc.key),
+            env,
+            flag,
+            md_escape(&default),
+            md_escape(&doc.kind.type_name()),
+            md_escape(doc.description)
+        );
+    }
+    md.push('\n');
+    md.push_str(SECRETS_MD);
+    md.push_str(SEED_MD);
+    md.push_str(VALIDATION_MD);
+    md
+}
+
+const SOURCES_MD: &str = "## Sources and precedence
+
+Lowest to highest; a later source overrides an earlier one key by key:
+
+1. Built-in defaults. `chat_addr`, `admin_addr` and `log.format` depend on `profile`.
+2. The TOML file: `--config PATH`, else `MOLTBOT_CONFIG` (environment, then `.env`), else
+   `./moltbot.toml` if it exists. A file named explicitly that does not exist is an error.
+3. `.env` in the working directory (read without changing the process environment).
+4. The process environment.
+5. Command-line flags.
+
+Tables merge key by key; lists (`server.admin_allow_cidrs`, `[[models]]`, …) are replaced as a
+whole. `moltbot config show` prints the effective configuration with every secret as `***`.
+See `moltbot.example.toml` for a commented example.
+
+## Environment variables
+
+`MOLTBOT_<KEY>`, with `__` between a table and its key: `MOLTBOT_LOG__FORMAT=json` sets
+`log.format`. Values are parsed like figment values (`true`, `false`, numbers); keys whose type
+is a string, address, URL or duration keep the raw text. Lists take `a,b` or `[a, b]`.
+Models can only be defined in the TOML file, since the environment cannot express arrays of
+tables (the seed variables below define one model).
+
+Unknown keys are errors that name the key and where it was set, in the file and in the
+environment alike. These names are reserved for tooling and ignored: `MOLTBOT_CONFIG`,
+`MOLTBOT_TEST_*`, `MOLTBOT_BOOTSTRAP_*`.
+
+";
+
+const SECRETS_MD: &str = "## Secrets
+
+Keys of type `secret` accept exactly one of three forms (two at once is an error):
+
+| Form | TOML | Environment |
+|---|---|---|
+| value | `K = \"…\"` | `MOLTBOT_K=…` |
+| file | `K_file = \"/run/secrets/…\"` | `MOLTBOT_K_FILE=/run/secrets/…` |
+| command | `K_command = \"pass show …\"` | `MOLTBOT_K_COMMAND=pass show …` |
+
+- A file is read whole; one trailing newline is removed. Relative paths start from the working
+  directory.
+- A command runs with `sh -c`, stdin closed, stderr discarded, for at most 10 seconds; its stdout,
+  trimmed, is the secret. A non-zero exit or a timeout is an error that names the key and the exit
+  status; it never contains the command's output.
+- Secret lists (`auth.jwt_previous_secrets`, `models[].api_keys`) take plain values only.
+- Secrets print as `***` everywhere (`Debug`, `Display`, `moltbot config show`).
+
+";
+
+const SEED_MD: &str = "## Seed variables (quick start)
+
+Without any `[[models]]`, one model can be defined from plain (unprefixed) variables, read from
+the environment or `.env` (environment wins):
+
+| Variable | Meaning |
+|---|---|
+| `MODEL_ENDPOINT` | Defines a remote model named `default` with this endpoint. |
+| `API_KEY` | Its API key (optional, for keyless local servers). |
+| `API_KEY_FILE` / `API_KEY_COMMAND` | The key from a file / a command, as for other secrets. |
+| `MODEL_NAME` | Its upstream model id (default `gpt-4o-mini`). |
+
+`MODEL_ENDPOINT` (like every `models[].endpoint`) may be a base URL (`https://api.example.com/v1`)
+or a full chat URL (`https://api.example.com/v1/chat/completions` or `…/v1/chat`); it is stored as
+the base URL, with a trailing `/chat/completions` or `/chat` removed. If the file already defines a
+model named `default`, the file's model wins and a warning says the seed variables are ignored.
+
+";
+
+const VALIDATION_MD: &str = "## Validation
+
+Errors (moltbot does not start): unknown keys; values of the wrong type (the message names the key,
+what was expected and where the value came from); a `database_url` not starting with `sqlite:`,
+`postgres://` or `postgresql://`; a `redis_url` not starting with `redis://` or `rediss://`;
+`debug_addr` (or `--dev`) in the production profile; two listeners on the same address; duplicate or
+empty model names; a model without `endpoint`; `backend = \"local\"`; fallbacks that name unknown
+models, the model itself, or form a cycle; zero timeouts, attempts or thresholds.
+
+Warnings (logged at startup): in production, an empty `server.admin_allow_cidrs`,
+`log.prompts = true`, a SQLite database, or no `auth.jwt_secret`; an `auth.jwt_secret` shorter than
+32 bytes; a model endpoint using plain `http://` to a host that is not loopback.
+";
+
+/// Example literals for keys without a default, used in `moltbot.example.toml`.
+fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
+    Some(match doc.key {
+        "debug_addr" => "\"127.0.0.1:5000\"",
+        "redis_url" => "\"redis://127.0.0.1:6379\"",
+        "models[].temperature" => "0.7",
+        "models[].top_p" => "1.0",
+        "models[].limits.requests_per_minute" => "60",
+        "models[].limits.tokens_per_minute" => "200000",
+        "models[].upstream_model" => "\"gpt-4o-mini\"",
+        "models[].tokenizer" => "\"o200k_base\"",
+        _ => return None,
+    })
+}
+
+/// Keys of the first example model that are set (not commented out).
+const EXAMPLE_MODEL: &[(&str, &str)] = &[
+    ("models[].name", "\"gpt-4o-mini\""),
+    ("models[].endpoint", "\"https://api.openai.com/v1\""),
+    ("models[].fallbacks", "[\"local\"]"),
+];
+
+const EXAMPLE_SECOND_MODEL: &str = "
+# A second model: a keyless local OpenAI-compatible server, used as the fallback above.
+[[models]]
+name = \"local\"
+endpoint = \"http://127.0.0.1:11434/v1\"
+upstream_model = \"llama3.1:8b\"
+tokenizer = \"cl100k_base\"
+";
+
+/// Renders `moltbot.example.toml`: every key with its description, commented defaults and two
+/// example models.
+pub fn example_toml() -> String {
+    let defaults = default_values(Profile::Development);
+    let mut out = format!(
+        "# moltbot example configuration.\n\
+         # Generated from crates/moltbot-config (example_toml); regenerate with:\n\
+         #   {REGENERATE}\n\
+         # Every key is optional; commented lines show the defaults (development profile), or an\n\
+         # example where a key has none.\n\
+         # Precedence: defaults < this file < .env < environment (MOLTBOT_*) < flags. See docs/config.md.\n"
+    );
+    let mut table = String::new();
+    for doc in KEYS {
+        if doc.kind == ValueKind::ModelList {
+            out.push_str("\n# ---- Models: one [[models]] table each (TOML only). ----\n");
+            continue;
+        }
+        let (parent, leaf) = doc.key.rsplit_once('.').unwrap_or(("", doc.key));
+        if parent != table {
+            table = parent.to_owned();
+            let header = match parent {
+                "models[]" => "[[models]]".to_owned(),
+                p => format!("[{}]", p.replace("[]", "")),
+            };
+            let _ = write!(out, "\n{header}\n");
+        }
+        let _ = write!(out, "\n# {}", doc.description);
+        if doc.default == "(required)" {
+            out.push_str(" Required.");
+        } else if doc.default.contains(" (") || doc.default.starts_with('(') {
+            let _ = write!(
+                out,
+                " Default: {}.",
+                doc.default.trim_start_matches('(').trim_end_matches(')')
+            );
+        }
+        out.push('\n');
+        let mut via: Vec<String> = Vec::new();
+        via.extend(doc.env.map(|e| format!("env {e}")));
+        via.extend(doc.flag.map(|f| format!("flag {f}")));
+        if !via.is_empty() {
+            let _ = writeln!(out, "# ({})", via.join("; "));
+        }
+        if let Some((_, literal)) = EXAMPLE_MODEL.iter().find(|(k, _)| *k == doc.key) {
+            let _ = writeln!(out, "{leaf} = {literal}");
+        } else if doc.kind == ValueKind::Secret {
+            let _ = writeln!(out, "# {leaf} = \"…\"");
+            let _ = writeln!(out, "# {leaf}_file = \"/run/secrets/{leaf}\"");
+            let _ = writeln!(out, "# {leaf}_command = \"pass show moltbot/{leaf}\"");
+        } else {
+            let value = defaults.get(doc.key).filter(|v| !v.is_null());
+            let literal = match doc.kind {
+                // The documented spelling ("24h"), not the serialized one ("1day").
+                ValueKind::Duration => Some(toml_literal(&Value::String(doc.default.to_owned()))),
+                _ => example_literal(doc)
+                    .map(str::to_owned)
+                    .or_else(|| value.map(toml_literal)),
+            };
+            if let Some(literal) = literal {
+                let _ = writeln!(out, "# {leaf} = {literal}");
+            }
+        }
+    }
+    out.push_str(EXAMPLE_SECOND_MODEL);
+    out
+}

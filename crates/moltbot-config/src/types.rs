@@ -1,0 +1,248 @@
+//! The typed configuration.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+
+use crate::render::redact_url;
+use crate::{ModelConfig, Secret};
+
+/// Default debug listener address (used by `--dev`).
+pub const DEFAULT_DEBUG_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
+/// Default public chat port.
+pub const DEFAULT_CHAT_PORT: u16 = 18789;
+/// Default admin port.
+pub const DEFAULT_ADMIN_PORT: u16 = 8080;
+/// Tokenizer encodings that may be configured.
+pub const TOKENIZERS: &[&str] = &["o200k_base", "cl100k_base"];
+
+/// Deployment profile. Several defaults depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// Local development: loopback listeners, text logs, debug listener allowed.
+    #[default]
+    Development,
+    /// Production: listeners on all interfaces, JSON logs, debug listener refused.
+    Production,
+}
+
+impl Profile {
+    /// `"development"` or `"production"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Development => "development",
+            Profile::Production => "production",
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The whole, validated configuration. `Debug` hides secrets and URL passwords.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Deployment profile.
+    pub profile: Profile,
+    /// Public OpenAI-compatible listener.
+    pub chat_addr: SocketAddr,
+    /// Admin listener.
+    pub admin_addr: SocketAddr,
+    /// Debug listener; refused in production.
+    pub debug_addr: Option<SocketAddr>,
+    /// `sqlite:…`, `postgres://…` or `postgresql://…`.
+    pub database_url: String,
+    /// Database password, injected into a postgres URL by the store.
+    pub database_password: Option<Secret>,
+    /// `redis://…` or `rediss://…`.
+    pub redis_url: Option<String>,
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Storage.
+    pub store: StoreConfig,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Models (`[[models]]` in TOML).
+    pub models: Vec<ModelConfig>,
+    /// Default tokenizer encoding for remote models.
+    pub tokenizer: String,
+}
+
+/// HTTP server settings (`[server]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Timeout of non-streaming requests.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Delay between failing readiness and closing listeners on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may finish on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Networks allowed to reach the admin listener; empty = all.
+    pub admin_allow_cidrs: Vec<IpNet>,
+    /// Networks allowed to reach the debug listener.
+    pub debug_allow_cidrs: Vec<IpNet>,
+    /// Proxies whose `X-Forwarded-For` is trusted.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(300),
+            shutdown_delay: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(25),
+            admin_allow_cidrs: Vec::new(),
+            debug_allow_cidrs: vec![
+                IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
+                IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
+            ],
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Logging (`[log]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// Level or filter directives, e.g. `info` or `info,moltbot_llm=debug`.
+    pub level: String,
+    /// Log prompt and completion text.
+    pub prompts: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+            prompts: false,
+        }
+    }
+}
+
+/// Storage (`[store]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Record request/response exchanges.
+    pub record_exchanges: bool,
+    /// Connection pool size.
+    pub max_connections: u32,
+    /// SQLite busy timeout.
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+    /// How long idempotency keys are remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            record_exchanges: true,
+            max_connections: 10,
+            busy_timeout: Duration::from_secs(5),
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// Authentication (`[auth]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Key that signs session tokens.
+    pub jwt_secret: Option<Secret>,
+    /// Earlier signing keys still accepted for verification (key rotation).
+    pub jwt_previous_secrets: Vec<Secret>,
+}
+
+impl Config {
+    /// The built-in defaults for a profile (no models).
+    pub fn defaults(profile: Profile) -> Self {
+        let (host, format) = match profile {
+            Profile::Development => (IpAddr::V4(Ipv4Addr::LOCALHOST), LogFormat::Text),
+            Profile::Production => (IpAddr::V4(Ipv4Addr::UNSPECIFIED), LogFormat::Json),
+        };
+        Self {
+            profile,
+            chat_addr: SocketAddr::new(host, DEFAULT_CHAT_PORT),
+            admin_addr: SocketAddr::new(host, DEFAULT_ADMIN_PORT),
+            debug_addr: None,
+            database_url: "sqlite://./data/moltbot.db".to_owned(),
+            database_password: None,
+            redis_url: None,
+            server: ServerConfig::default(),
+            log: LogConfig {
+                format,
+                ..LogConfig::default()
+            },
+            store: StoreConfig::default(),
+            auth: AuthConfig::default(),
+            models: Vec::new(),
+            tokenizer: TOKENIZERS[0].to_owned(),
+        }
+    }
+
+    /// The model with this public name.
+    pub fn model(&self, name: &str) -> Option<&ModelConfig> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// Whether the database is SQLite.
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("profile", &self.profile)
+            .field("chat_addr", &self.chat_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("debug_addr", &self.debug_addr)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("database_password", &self.database_password)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("server", &self.server)
+            .field("log", &self.log)
+            .field("store", &self.store)
+            .field("auth", &self.auth)
+            .field("models", &self.models)
+            .field("tokenizer", &self.tokenizer)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    /// The development defaults.
+    fn default() -> Self {
+        Self::defaults(Profile::Development)
+    }
+}

@@ -1,0 +1,354 @@
+//! The chat service: validates a request, resolves the model to a chain of backends, assembles context
+//! (stored history trimmed to the context budget), stores the user's messages, opens a generation with
+//! fallback, and hands back a [`Turn`] whose recorder commits the reply.
+
+mod budget;
+mod recorder;
+mod registry;
+mod validate;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use moltbot_api::{ChatCompletionRequest, ChatMessage};
+use serde_json::Map;
+
+pub use budget::Budget;
+pub use recorder::{TurnOutcome, TurnRecorder};
+pub use registry::{ModelRegistry, ModelRoute};
+pub use validate::validate_request;
+
+use crate::backend::{BackendError, BackendEvent, BackendRequest, EventStream};
+use crate::clock::Clock;
+use crate::domain::{MessageStatus, NewMessage, Role, StoredMessage};
+use crate::history::{HistoryHash, stored_prefix_len};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("{message}")]
+    InvalidRequest {
+        param: Option<String>,
+        message: String,
+        code: Option<&'static str>,
+    },
+    #[error("The model `{0}` does not exist")]
+    ModelNotFound(String),
+    #[error("Conversation `{0}` not found")]
+    ConversationNotFound(String),
+    #[error("{message}")]
+    ContextLength { param: Option<String>, message: String },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ChatError {
+    pub fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ChatError::InvalidRequest {
+            param: Some(param.into()),
+            message: message.into(),
+            code: None,
+        }
+    }
+}
+
+/// What the service needs to know about the caller and the request.
+#[derive(Debug, Clone)]
+pub struct TurnInput {
+    /// Key id of the caller; `""` when authentication is not configured.
+    pub owner: String,
+    pub request: ChatCompletionRequest,
+    /// A stored conversation to continue (body field or header).
+    pub conversation: Option<String>,
+    pub request_id: String,
+}
+
+/// A started generation.
+pub struct Turn {
+    pub id: String,
+    pub created: i64,
+    /// The public model name the client asked for.
+    pub model: String,
+    /// The backend that is answering (after fallback).
+    pub backend: String,
+    pub conversation_id: Option<String>,
+    pub events: EventStream,
+    pub recorder: TurnRecorder,
+}
+
+pub struct ChatService {
+    store: Arc<dyn Store>,
+    models: Arc<ModelRegistry>,
+    clock: Arc<dyn Clock>,
+    record_exchanges: bool,
+    /// How many stored messages are considered for context at most.
+    history_limit: u32,
+}
+
+impl ChatService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        models: Arc<ModelRegistry>,
+        clock: Arc<dyn Clock>,
+        record_exchanges: bool,
+    ) -> Self {
+        Self {
+            store,
+            models,
+            clock,
+            record_exchanges,
+            history_limit: 500,
+        }
+    }
+
+    pub fn models(&self) -> &Arc<ModelRegistry> {
+        &self.models
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Validate, assemble context, store the new messages and open a generation.
+    pub async fn start(&self, input: TurnInput) -> Result<Turn, ChatError> {
+        let started = Instant::now();
+        validate_request(&input.request)?;
+        let route = self
+            .models
+            .get(&input.request.model)
+            .ok_or_else(|| ChatError::ModelNotFound(input.request.model.clone()))?
+            .clone();
+        let now = self.clock.now_secs();
+        let owner = input.owner.clone();
+        let req = &input.request;
+        let explicit_max = req.max_completion_tokens.or(req.max_tokens);
+
+        // 1. Work out the prompt and which messages are new.
+        let plan = match &input.conversation {
+            Some(id) => {
+                let conv = self
+                    .store
+                    .get_conversation(&owner, id)
+                    .await?
+                    .ok_or_else(|| ChatError::ConversationNotFound(id.clone()))?;
+                let history = self.store.context_messages(&conv.id, self.history_limit).await?;
+                let history: Vec<ChatMessage> = history.iter().map(stored_to_chat).collect();
+                let budget = Budget::for_route(&route, explicit_max)?;
+                let prompt = budget.trim_history(&route, history, &req.messages)?;
+                Plan {
+                    conversation: Some(conv.id),
+                    create: false,
+                    prompt,
+                    new_from: None,
+                    tip: None,
+                }
+            }
+            None if self.record_exchanges => {
+                let split = stored_prefix_len(&req.messages);
+                let found = match split {
+                    Some(n) => {
+                        let tip = HistoryHash::of(&owner, &req.messages[..n]).to_hex();
+                        self.store
+                            .find_conversation_by_tip(&owner, &tip)
+                            .await?
+                            .map(|c| (c.id, n))
+                    }
+                    None => None,
+                };
+                let (conversation, create, new_from) = match found {
+                    Some((id, n)) => (Some(id), false, n),
+                    None => (None, true, 0),
+                };
+                let tip = HistoryHash::of(&owner, &req.messages);
+                Plan {
+                    conversation,
+                    create,
+                    prompt: req.messages.clone(),
+                    new_from: Some(new_from),
+                    tip: Some(tip),
+                }
+            }
+            None => Plan {
+                conversation: None,
+                create: false,
+                prompt: req.messages.clone(),
+                new_from: None,
+                tip: None,
+            },
+        };
+
+        let prompt_tokens = route.tokens.count_messages(&plan.prompt) as u32;
+        let max_tokens = Budget::for_route(&route, explicit_max)?.output_tokens(&route, prompt_tokens)?;
+
+        // 2. Store the new messages (in progress until the reply is committed).
+        let new_messages: Vec<NewMessage> = match (&plan.conversation, plan.new_from, plan.create) {
+            _ if !self.record_exchanges && input.conversation.is_none() => Vec::new(),
+            (_, Some(from), _) => req.messages[from..]
+                .iter()
+                .map(|m| chat_to_new(m, &input.request_id))
+                .collect(),
+            (Some(_), None, _) => req
+                .messages
+                .iter()
+                .map(|m| chat_to_new(m, &input.request_id))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut conversation_id = plan.conversation.clone();
+        let mut stored: Vec<StoredMessage> = Vec::new();
+        if plan.create || !new_messages.is_empty() {
+            let mut tx = self.store.begin().await?;
+            if plan.create {
+                let conv = tx.create_conversation(&owner, Map::new(), now).await?;
+                conversation_id = Some(conv.id);
+            }
+            if let Some(id) = &conversation_id {
+                stored = tx.append_messages(id, &new_messages, now).await?;
+            }
+            tx.commit().await?;
+        }
+
+        let recorder = TurnRecorder::new(recorder::RecorderInit {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            owner,
+            conversation_id: conversation_id.clone(),
+            pending_ids: stored.iter().map(|m| m.id.clone()).collect(),
+            model: route.name.clone(),
+            request_id: input.request_id.clone(),
+            started,
+            prompt_tokens,
+            tip: plan.tip,
+            tokens: route.tokens.clone(),
+        });
+
+        // 3. Open the generation, falling back along the chain before anything reaches the client.
+        let base = BackendRequest {
+            model: String::new(),
+            messages: plan.prompt,
+            max_tokens,
+            use_max_completion_tokens: req.max_completion_tokens.is_some(),
+            temperature: req.temperature,
+            top_p: req.top_p,
+            stop: req.stop.as_ref().map(|s| s.to_vec()).unwrap_or_default(),
+            seed: req.seed,
+            user: req.user.clone(),
+            tools: req.tools.clone(),
+            tool_choice: req.tool_choice.clone(),
+            response_format: req.response_format.clone(),
+            extra: req.extra.clone(),
+            request_id: input.request_id.clone(),
+        };
+        match self.open_with_fallback(&route, base).await {
+            Ok((backend, events)) => {
+                let mut recorder = recorder;
+                recorder.set_backend(&backend);
+                Ok(Turn {
+                    id: crate::ids::completion_id(),
+                    created: now,
+                    model: route.name.clone(),
+                    backend,
+                    conversation_id,
+                    events,
+                    recorder,
+                })
+            }
+            Err(e) => {
+                recorder.fail().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn open_with_fallback(
+        &self,
+        route: &ModelRoute,
+        base: BackendRequest,
+    ) -> Result<(String, EventStream), ChatError> {
+        let chain = self.models.chain(&route.name);
+        let mut last: Option<BackendError> = None;
+        for (i, r) in chain.iter().enumerate() {
+            let mut request = base.clone();
+            request.model = r.upstream_model.clone();
+            request.temperature = request.temperature.or(r.temperature);
+            request.top_p = request.top_p.or(r.top_p);
+            request.max_tokens = request.max_tokens.min(r.max_tokens);
+            let is_last = i + 1 == chain.len();
+            match r.backend.chat(request).await {
+                Ok(mut events) => match events.next().await {
+                    Some(Err(e)) if e.should_fall_back() && !is_last => {
+                        tracing::warn!(backend = r.backend.name(), error = %e, "backend failed before first token; falling back");
+                        last = Some(e);
+                    }
+                    Some(Err(e)) => return Err(e.into()),
+                    Some(Ok(first)) => {
+                        let rest =
+                            futures::stream::once(async move { Ok::<BackendEvent, BackendError>(first) })
+                                .chain(events);
+                        return Ok((r.backend.name().to_owned(), Box::pin(rest)));
+                    }
+                    None => {
+                        return Err(BackendError::Protocol(
+                            "the backend ended the stream without output".into(),
+                        )
+                        .into());
+                    }
+                },
+                Err(e) if e.should_fall_back() && !is_last => {
+                    tracing::warn!(backend = r.backend.name(), error = %e, "backend unavailable; falling back");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| BackendError::Protocol("no backend configured".into()))
+            .into())
+    }
+}
+
+struct Plan {
+    conversation: Option<String>,
+    create: bool,
+    prompt: Vec<ChatMessage>,
+    /// Index into the client's messages from which messages are new (grouping mode).
+    new_from: Option<usize>,
+    tip: Option<HistoryHash>,
+}
+
+/// A stored message as the model sees it again.
+pub fn stored_to_chat(m: &StoredMessage) -> ChatMessage {
+    if let Some(raw) = &m.raw
+        && let Ok(mut msg) = serde_json::from_value::<ChatMessage>(raw.clone())
+    {
+        if m.status == MessageStatus::Truncated || msg.content.is_none() && msg.tool_calls.is_none() {
+            msg.content = Some(serde_json::Value::String(m.content.clone()));
+        }
+        return msg;
+    }
+    ChatMessage::text(m.role.as_str(), m.content.clone())
+}
+
+/// A client message as it is stored: text for search and display, the original JSON when it carries
+/// more than text (content parts, tool calls, names).
+pub fn chat_to_new(m: &ChatMessage, request_id: &str) -> NewMessage {
+    let role = Role::parse(&m.role).unwrap_or(Role::User);
+    let plain = matches!(m.content, Some(serde_json::Value::String(_)))
+        && m.name.is_none()
+        && m.tool_calls.is_none()
+        && m.tool_call_id.is_none()
+        && m.extra.is_empty();
+    let mut n = NewMessage::new(role, m.text_content(), MessageStatus::InProgress);
+    if !plain {
+        n.raw = serde_json::to_value(m).ok();
+    }
+    n.meta.request_id = Some(request_id.to_owned());
+    n
+}

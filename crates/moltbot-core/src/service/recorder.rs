@@ -1,0 +1,206 @@
+//! Committing a turn: the reply, its usage and the state of the user's messages, in one transaction,
+//! before the client sees the end of the response. A recorder dropped without a commit (the client went
+//! away mid-stream) stores exactly the text delivered so far, marked truncated.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use moltbot_api::Usage;
+use serde_json::{Value, json};
+
+use crate::clock::Clock;
+use crate::domain::{MessageStatus, NewMessage, Role, TurnMeta, UsageRecord};
+use crate::history::HistoryHash;
+use crate::store::{Store, StoreError};
+use crate::tokens::TokenCounter;
+
+pub(super) struct RecorderInit {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub owner: String,
+    pub conversation_id: Option<String>,
+    pub pending_ids: Vec<String>,
+    pub model: String,
+    pub request_id: String,
+    pub started: Instant,
+    pub prompt_tokens: u32,
+    pub tip: Option<HistoryHash>,
+    pub tokens: Arc<dyn TokenCounter>,
+}
+
+/// How a generation ended, as far as the client is concerned.
+#[derive(Debug, Clone, Default)]
+pub struct TurnOutcome {
+    pub finish_reason: Option<String>,
+    pub usage: Option<Usage>,
+    pub tool_calls: Option<Value>,
+    /// `true` when the client received only part of the reply.
+    pub truncated: bool,
+}
+
+pub struct TurnRecorder {
+    init: Option<RecorderInit>,
+    backend: String,
+    delivered: String,
+}
+
+impl TurnRecorder {
+    pub(super) fn new(init: RecorderInit) -> Self {
+        Self {
+            init: Some(init),
+            backend: String::new(),
+            delivered: String::new(),
+        }
+    }
+
+    pub(super) fn set_backend(&mut self, backend: &str) {
+        backend.clone_into(&mut self.backend);
+    }
+
+    /// Text that has been handed to the client's transport.
+    pub fn push_text(&mut self, text: &str) {
+        self.delivered.push_str(text);
+    }
+
+    pub fn delivered(&self) -> &str {
+        &self.delivered
+    }
+
+    /// The backend's usage, or an estimate from the tokenizer when it sent none.
+    pub fn usage_or_estimate(&self, usage: Option<Usage>) -> Usage {
+        usage.unwrap_or_else(|| {
+            let init = self.init.as_ref();
+            let prompt = init.map_or(0, |i| i.prompt_tokens);
+            let completion = init.map_or(0, |i| i.tokens.count_text(&self.delivered) as u32);
+            Usage::new(prompt, completion)
+        })
+    }
+
+    /// Store the reply and its usage. Call before the client receives the end of the response.
+    pub async fn commit(mut self, outcome: TurnOutcome) -> Result<(), StoreError> {
+        let Some(init) = self.init.take() else {
+            return Ok(());
+        };
+        let usage = self.usage_or_estimate_with(&init, outcome.usage.clone());
+        write_turn(
+            init,
+            &self.backend,
+            std::mem::take(&mut self.delivered),
+            outcome,
+            usage,
+        )
+        .await
+    }
+
+    /// The generation failed before producing a reply: the user's messages are marked failed.
+    pub async fn fail(mut self) {
+        let Some(init) = self.init.take() else { return };
+        if let Err(e) = write_failure(init, &self.backend).await {
+            tracing::error!(error = %e, "could not record a failed turn");
+        }
+    }
+
+    fn usage_or_estimate_with(&self, init: &RecorderInit, usage: Option<Usage>) -> Usage {
+        usage
+            .unwrap_or_else(|| Usage::new(init.prompt_tokens, init.tokens.count_text(&self.delivered) as u32))
+    }
+}
+
+impl Drop for TurnRecorder {
+    fn drop(&mut self) {
+        let Some(init) = self.init.take() else { return };
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let usage = self.usage_or_estimate_with(&init, None);
+        let backend = std::mem::take(&mut self.backend);
+        let delivered = std::mem::take(&mut self.delivered);
+        let outcome = TurnOutcome {
+            truncated: true,
+            ..Default::default()
+        };
+        handle.spawn(async move {
+            if let Err(e) = write_turn(init, &backend, delivered, outcome, usage).await {
+                tracing::error!(error = %e, "could not record a truncated turn");
+            }
+        });
+    }
+}
+
+async fn write_turn(
+    init: RecorderInit,
+    backend: &str,
+    content: String,
+    outcome: TurnOutcome,
+    usage: Usage,
+) -> Result<(), StoreError> {
+    let now = init.clock.now_secs();
+    let latency_ms = init.started.elapsed().as_millis() as i64;
+    let mut tx = init.store.begin().await?;
+    if let Some(conv) = &init.conversation_id {
+        let status = if outcome.truncated {
+            MessageStatus::Truncated
+        } else {
+            MessageStatus::Completed
+        };
+        let mut reply = NewMessage::new(Role::Assistant, content.clone(), status);
+        if let Some(calls) = &outcome.tool_calls {
+            reply.raw = Some(json!({"role": "assistant", "content": content, "tool_calls": calls}));
+        }
+        reply.meta = TurnMeta {
+            model: Some(init.model.clone()),
+            backend: Some(backend.to_owned()),
+            finish_reason: outcome.finish_reason.clone(),
+            usage: Some(usage.clone()),
+            latency_ms: Some(latency_ms),
+            request_id: Some(init.request_id.clone()),
+        };
+        tx.append_messages(conv, std::slice::from_ref(&reply), now)
+            .await?;
+        for id in &init.pending_ids {
+            tx.set_message_status(id, MessageStatus::Completed).await?;
+        }
+        if let Some(tip) = &init.tip {
+            tx.set_conversation_tip(conv, &tip.push("assistant", &content, None).to_hex())
+                .await?;
+        }
+    }
+    tx.insert_usage(&UsageRecord {
+        id: crate::ids::usage_id(),
+        owner: init.owner.clone(),
+        conversation_id: init.conversation_id.clone(),
+        request_id: Some(init.request_id.clone()),
+        model: init.model.clone(),
+        backend: Some(backend.to_owned()).filter(|b| !b.is_empty()),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        latency_ms,
+        outcome: if outcome.truncated { "cancelled" } else { "ok" }.into(),
+        created_at: now,
+    })
+    .await?;
+    tx.commit().await
+}
+
+async fn write_failure(init: RecorderInit, backend: &str) -> Result<(), StoreError> {
+    let now = init.clock.now_secs();
+    let mut tx = init.store.begin().await?;
+    for id in &init.pending_ids {
+        tx.set_message_status(id, MessageStatus::Failed).await?;
+    }
+    tx.insert_usage(&UsageRecord {
+        id: crate::ids::usage_id(),
+        owner: init.owner.clone(),
+        conversation_id: init.conversation_id.clone(),
+        request_id: Some(init.request_id.clone()),
+        model: init.model.clone(),
+        backend: Some(backend.to_owned()).filter(|b| !b.is_empty()),
+        prompt_tokens: init.prompt_tokens,
+        completion_tokens: 0,
+        latency_ms: init.started.elapsed().as_millis() as i64,
+        outcome: "error".into(),
+        created_at: now,
+    })
+    .await?;
+    tx.commit().await
+}

@@ -1,0 +1,137 @@
+//! The persistence boundary. Handlers and services never see SQL: they call these methods with domain
+//! types. Implementations live in `moltbot-store` (SQLite and PostgreSQL) and share one conformance suite.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::domain::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness race (e.g. two writers appending to one conversation); the caller may retry.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The schema is older than this binary and migrations were not allowed to run.
+    #[error("database schema is out of date: {0}")]
+    SchemaOutOfDate(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+
+    /// A cheap round trip, for `/ready`.
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn schema_status(&self) -> StoreResult<SchemaStatus>;
+
+    /// Apply pending migrations (idempotent). Migrations applied by a newer binary are ignored.
+    async fn migrate(&self) -> StoreResult<SchemaStatus>;
+
+    /// Begin a transaction; dropped without `commit` it rolls back.
+    async fn begin(&self) -> StoreResult<Box<dyn StoreTx>>;
+
+    async fn get_conversation(&self, owner: &Owner, id: &str) -> StoreResult<Option<Conversation>>;
+
+    /// Replace the metadata; `None` if the conversation does not exist for this owner.
+    async fn update_conversation_metadata(
+        &self,
+        owner: &Owner,
+        id: &str,
+        metadata: Map<String, Value>,
+    ) -> StoreResult<Option<Conversation>>;
+
+    /// Delete a conversation and its messages. `false` if there was none.
+    async fn delete_conversation(&self, owner: &Owner, id: &str) -> StoreResult<bool>;
+
+    /// The conversation whose stored history hashes to `tip_hash` (see [`crate::history`]).
+    async fn find_conversation_by_tip(
+        &self,
+        owner: &Owner,
+        tip_hash: &str,
+    ) -> StoreResult<Option<Conversation>>;
+
+    /// Items of a conversation, with cursor pagination. Returns the page and whether more follow.
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        query: &ItemQuery,
+    ) -> StoreResult<(Vec<StoredMessage>, bool)>;
+
+    /// The most recent `limit` messages usable as context (completed or truncated), oldest first,
+    /// plus every instruction (system/developer) message regardless of age.
+    async fn context_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<StoredMessage>>;
+
+    async fn get_message(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<StoredMessage>>;
+
+    async fn delete_message(&self, conversation_id: &str, message_id: &str) -> StoreResult<bool>;
+
+    async fn get_idempotency(&self, owner: &Owner, key: &str) -> StoreResult<Option<IdempotencyRecord>>;
+
+    /// Claim a key: insert a record without a response. `false` if the key already exists.
+    async fn claim_idempotency(
+        &self,
+        owner: &Owner,
+        key: &str,
+        request_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    /// Store the response for a claimed key.
+    async fn complete_idempotency(
+        &self,
+        owner: &Owner,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()>;
+
+    /// Forget a claimed key (the first request failed before producing anything worth replaying).
+    async fn release_idempotency(&self, owner: &Owner, key: &str) -> StoreResult<()>;
+
+    /// Delete idempotency records created before `before`; returns how many.
+    async fn purge_idempotency(&self, before: i64) -> StoreResult<u64>;
+
+    /// Usage records of an owner (newest first), for accounting and tests.
+    async fn list_usage(&self, owner: &Owner, limit: u32) -> StoreResult<Vec<UsageRecord>>;
+}
+
+/// Writes that must land together (a turn's messages, its usage, later a webhook outbox row).
+#[async_trait]
+pub trait StoreTx: Send {
+    async fn create_conversation(
+        &mut self,
+        owner: &Owner,
+        metadata: Map<String, Value>,
+        now: i64,
+    ) -> StoreResult<Conversation>;
+
+    /// Append messages with consecutive sequence numbers (unique per conversation).
+    async fn append_messages(
+        &mut self,
+        conversation_id: &str,
+        messages: &[NewMessage],
+        now: i64,
+    ) -> StoreResult<Vec<StoredMessage>>;
+
+    async fn set_message_status(&mut self, message_id: &str, status: MessageStatus) -> StoreResult<()>;
+
+    /// Remember the hash of the conversation's history, for grouping client-sent history.
+    async fn set_conversation_tip(&mut self, conversation_id: &str, tip_hash: &str) -> StoreResult<()>;
+
+    async fn insert_usage(&mut self, usage: &UsageRecord) -> StoreResult<()>;
+
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}

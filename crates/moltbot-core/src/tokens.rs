@@ -1,0 +1,38 @@
+//! Token counting for context budgeting. Remote models use a real BPE tokenizer (tiktoken encodings in
+//! `moltbot-llm`); the local engine uses the model's own vocabulary.
+
+use moltbot_api::ChatMessage;
+
+pub trait TokenCounter: Send + Sync + 'static {
+    /// Tokens in a piece of text.
+    fn count_text(&self, text: &str) -> usize;
+
+    /// Tokens a list of messages costs as a prompt, including per-message framing
+    /// (OpenAI's accounting: 3 per message, 1 for a name, 3 to prime the reply).
+    fn count_messages(&self, messages: &[ChatMessage]) -> usize {
+        let mut total = 3;
+        for m in messages {
+            total += 3 + self.count_text(&m.role) + self.count_text(&m.text_content());
+            if let Some(name) = &m.name {
+                total += 1 + self.count_text(name);
+            }
+            if let Some(calls) = &m.tool_calls {
+                total += self.count_text(&calls.to_string());
+            }
+        }
+        total
+    }
+}
+
+/// Counts whitespace-separated words and every non-ASCII character as one token each: a stand-in for
+/// tests and for models whose tokenizer is unknown. It overcounts rather than undercounts CJK text.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RoughCounter;
+
+impl TokenCounter for RoughCounter {
+    fn count_text(&self, text: &str) -> usize {
+        let words = text.split_whitespace().filter(|w| w.is_ascii()).count();
+        let wide = text.chars().filter(|c| !c.is_ascii()).count();
+        words + wide
+    }
+}

@@ -1,0 +1,370 @@
+//! [`RemoteBackend`]: an OpenAI-compatible upstream behind retries, key rotation, a circuit breaker and
+//! outbound limits.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use moltbot_core::{
+    BackendError, BackendRequest, ChatBackend, CircuitState, EventStream, RoughCounter, TokenCounter,
+};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use tokio::time::{Instant, sleep, timeout_at};
+use url::Url;
+
+use crate::body::request_body;
+use crate::circuit::CircuitBreaker;
+use crate::errors::{Redactor, client_error, describe, is_upstream_failure, parse_error_body};
+use crate::events::completion_events;
+use crate::keys::{KeyPick, KeyRing};
+use crate::limiter::RateLimiter;
+use crate::retry::{backoff_delay, parse_retry_after};
+use crate::settings::RemoteSettings;
+use crate::stream::SseStream;
+
+/// Longest a call waits for our own rate limiter, or for a cooling key at its start, before failing
+/// with `Overloaded` / `Status{429}`.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
+
+/// Most bytes of an error response body read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// How a failed attempt may continue.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Retry after backoff (or `Retry-After`).
+    Retry,
+    /// 401/403: retry only with another key.
+    OtherKey,
+    Stop,
+}
+
+#[derive(Debug)]
+struct Failure {
+    error: BackendError,
+    next: Next,
+    retry_after: Option<Duration>,
+    /// The status that should cool the key used (401/403/429).
+    key_status: Option<u16>,
+}
+
+impl Failure {
+    fn retry(error: BackendError) -> Self {
+        let next = if error == BackendError::Timeout("total") {
+            Next::Stop
+        } else {
+            Next::Retry
+        };
+        Self {
+            error,
+            next,
+            retry_after: None,
+            key_status: None,
+        }
+    }
+
+    fn stop(error: BackendError) -> Self {
+        Self {
+            error,
+            next: Next::Stop,
+            retry_after: None,
+            key_status: None,
+        }
+    }
+}
+
+/// A remote OpenAI-compatible chat backend (`POST {base_url}/chat/completions`, always streamed).
+pub struct RemoteBackend {
+    settings: RemoteSettings,
+    client: reqwest::Client,
+    url: Url,
+    keys: KeyRing,
+    circuit: CircuitBreaker,
+    limiter: RateLimiter,
+    counter: Arc<dyn TokenCounter>,
+    redactor: Arc<Redactor>,
+}
+
+impl std::fmt::Debug for RemoteBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteBackend")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteBackend {
+    /// `client`: the shared one from [`crate::http_client`]. Prompt tokens for the token limit are
+    /// estimated with [`RoughCounter`] unless [`with_token_counter`](Self::with_token_counter) is used.
+    pub fn new(settings: RemoteSettings, client: reqwest::Client) -> Self {
+        let mut url = settings.base_url.clone();
+        let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        Self {
+            url,
+            keys: KeyRing::new(settings.api_keys.clone()),
+            circuit: CircuitBreaker::new(settings.circuit),
+            limiter: RateLimiter::new(settings.limits),
+            counter: Arc::new(RoughCounter),
+            redactor: Arc::new(Redactor::new(&settings.api_keys)),
+            settings,
+            client,
+        }
+    }
+
+    pub fn with_token_counter(mut self, counter: Arc<dyn TokenCounter>) -> Self {
+        self.counter = counter;
+        self
+    }
+
+    pub fn settings(&self) -> &RemoteSettings {
+        &self.settings
+    }
+
+    async fn attempts(
+        &self,
+        request_id: &str,
+        body: Bytes,
+        deadline: Instant,
+    ) -> Result<EventStream, BackendError> {
+        let policy = self.settings.retry;
+        let max_attempts = policy.max_attempts.max(1);
+        let name = self.settings.name.as_str();
+        let mut attempt = 0u32;
+        loop {
+            let key = match self.keys.pick(Instant::now()) {
+                KeyPick::NoKeys => None,
+                KeyPick::Ready(i) => Some(i),
+                // After a backoff, the key that recovers first is used even if still cooling.
+                KeyPick::Cooling { index, .. } if attempt > 0 => Some(index),
+                KeyPick::Cooling { index, wait, .. } if wait <= MAX_QUEUE_WAIT => {
+                    sleep(wait).await;
+                    Some(index)
+                }
+                KeyPick::Cooling { wait, status, .. } => {
+                    let message = Some("all API keys of this backend are cooling down".to_owned());
+                    return Err(BackendError::Status {
+                        status,
+                        retry_after: Some(wait),
+                        message,
+                    });
+                }
+            };
+            attempt += 1;
+            tracing::debug!(backend = name, attempt, key = ?key, "upstream attempt");
+            let failure = match self.attempt(key, request_id, &body, deadline).await {
+                Ok(stream) => return Ok(stream),
+                Err(f) => f,
+            };
+            let now = Instant::now();
+            if let (Some(k), Some(status)) = (key, failure.key_status) {
+                let cool = if status == 429 { failure.retry_after } else { None };
+                self.keys
+                    .cool_down(k, now + cool.unwrap_or(self.settings.key_cooldown), status);
+            }
+            let other_key = failure.key_status.is_some() && self.keys.has_ready(now);
+            let retry = match failure.next {
+                Next::Retry => true,
+                Next::OtherKey => other_key,
+                Next::Stop => false,
+            };
+            if !retry || attempt >= max_attempts {
+                tracing::debug!(backend = name, attempt, error = %failure.error, "upstream call failed");
+                return Err(failure.error);
+            }
+            let delay = if other_key {
+                Duration::ZERO
+            } else if let Some(ra) = failure.retry_after {
+                ra.min(policy.retry_after_cap)
+            } else {
+                backoff_delay(&policy, attempt - 1, &mut rand::rng())
+            };
+            if now + delay >= deadline {
+                return Err(failure.error);
+            }
+            tracing::debug!(
+                backend = name, attempt, error = %failure.error, delay_ms = delay.as_millis() as u64,
+                "upstream attempt failed; retrying"
+            );
+            sleep(delay).await;
+        }
+    }
+
+    /// One request, up to its first event, under the first-byte (and total) timeout.
+    async fn attempt(
+        &self,
+        key: Option<usize>,
+        request_id: &str,
+        body: &Bytes,
+        deadline: Instant,
+    ) -> Result<EventStream, Failure> {
+        let first_byte = Instant::now() + self.settings.timeouts.first_byte;
+        let (limit, label) = if first_byte < deadline {
+            (first_byte, "first_byte")
+        } else {
+            (deadline, "total")
+        };
+        match timeout_at(limit, self.attempt_inner(key, request_id, body, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::retry(BackendError::Timeout(label))),
+        }
+    }
+
+    async fn attempt_inner(
+        &self,
+        key: Option<usize>,
+        request_id: &str,
+        body: &Bytes,
+        deadline: Instant,
+    ) -> Result<EventStream, Failure> {
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(ACCEPT, "text/event-stream")
+            .body(body.clone());
+        if let Ok(id) = HeaderValue::from_str(request_id) {
+            req = req.header("x-request-id", id);
+        }
+        if let Some(k) = key {
+            req = req.bearer_auth(self.keys.secret(k));
+        }
+        let resp = req.send().await.map_err(|e| self.send_error(e))?;
+        if !resp.status().is_success() {
+            return Err(self.status_failure(resp).await);
+        }
+        let json = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if json {
+            let bytes = resp.bytes().await.map_err(|e| {
+                Failure::retry(BackendError::Protocol(format!(
+                    "reading upstream body: {}",
+                    describe(e, &self.redactor)
+                )))
+            })?;
+            let events = completion_events(&bytes).map_err(Failure::retry)?;
+            return Ok(Box::pin(futures::stream::iter(events.into_iter().map(Ok))));
+        }
+        let mut stream = SseStream::new(resp, self.settings.timeouts.idle, deadline, self.redactor.clone());
+        match stream.next_event().await {
+            Some(Ok(ev)) => {
+                stream.unread(Ok(ev));
+                Ok(stream.into_event_stream())
+            }
+            Some(Err(e)) => Err(Failure::retry(e)),
+            None => Err(Failure::retry(BackendError::Protocol(
+                "upstream sent an empty stream".into(),
+            ))),
+        }
+    }
+
+    fn send_error(&self, err: reqwest::Error) -> Failure {
+        if err.is_connect() && err.is_timeout() {
+            return Failure::retry(BackendError::Timeout("connect"));
+        }
+        Failure::retry(BackendError::Connect(describe(err, &self.redactor)))
+    }
+
+    async fn status_failure(&self, mut resp: reqwest::Response) -> Failure {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= MAX_ERROR_BODY {
+                break;
+            }
+        }
+        tracing::debug!(
+            backend = self.settings.name.as_str(),
+            status,
+            "upstream error status"
+        );
+        let message = parse_error_body(&body).message.map(|m| self.redactor.message(&m));
+        let error = BackendError::Status {
+            status,
+            retry_after,
+            message,
+        };
+        match status {
+            401 | 403 => Failure {
+                error,
+                next: Next::OtherKey,
+                retry_after: None,
+                key_status: Some(status),
+            },
+            429 => Failure {
+                error,
+                next: Next::Retry,
+                retry_after,
+                key_status: Some(status),
+            },
+            408 | 500..=599 => Failure {
+                error,
+                next: Next::Retry,
+                retry_after,
+                key_status: None,
+            },
+            400..=499 => Failure::stop(client_error(status, &body, &self.redactor)),
+            _ => Failure::stop(error),
+        }
+    }
+}
+
+#[async_trait]
+impl ChatBackend for RemoteBackend {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "remote"
+    }
+
+    async fn chat(&self, request: BackendRequest) -> Result<EventStream, BackendError> {
+        let deadline = Instant::now() + self.settings.timeouts.total;
+        let permit = self
+            .circuit
+            .try_acquire()
+            .map_err(|retry_after| BackendError::CircuitOpen { retry_after })?;
+        let cost = if self.limiter.limits_tokens() {
+            u64::from(request.max_tokens) + self.counter.count_messages(&request.messages) as u64
+        } else {
+            0
+        };
+        self.limiter
+            .acquire(cost, MAX_QUEUE_WAIT)
+            .await
+            .map_err(|retry_after| BackendError::Overloaded { retry_after })?;
+        let body = match serde_json::to_vec(&request_body(&request)) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                return Err(BackendError::Protocol(format!(
+                    "could not encode the request: {e}"
+                )));
+            }
+        };
+        let result = match timeout_at(deadline, self.attempts(&request.request_id, body, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout("total")),
+        };
+        permit.record(result.as_ref().err().is_some_and(is_upstream_failure));
+        result
+    }
+
+    fn circuit_state(&self) -> CircuitState {
+        self.circuit.state()
+    }
+}

@@ -1,0 +1,291 @@
+//! Mapping OpenAI stream chunks (and a non-streamed `chat.completion`) to [`BackendEvent`]s, enforcing
+//! the order: deltas, one `Finish`, then optionally `Usage`.
+
+use moltbot_api::Usage;
+use moltbot_core::{BackendError, BackendEvent};
+use serde_json::Value;
+
+use crate::errors::Redactor;
+
+/// Stateful mapper for one stream.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkMapper {
+    finished: bool,
+    usage: Option<Usage>,
+    usage_sent: bool,
+    /// `[DONE]` seen: nothing more is expected.
+    pub done: bool,
+}
+
+type Out = Vec<Result<BackendEvent, BackendError>>;
+
+impl ChunkMapper {
+    /// Handles one SSE event's data.
+    pub fn on_data(&mut self, data: &str, redactor: &Redactor, out: &mut Out) -> Result<(), BackendError> {
+        if self.done {
+            return Ok(());
+        }
+        if data.trim() == "[DONE]" {
+            self.done = true;
+            self.finish("stop", out);
+            return Ok(());
+        }
+        let v: Value = serde_json::from_str(data)
+            .map_err(|e| BackendError::Protocol(format!("upstream sent an event that is not JSON ({e})")))?;
+        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+            let msg = err
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| err.to_string(), str::to_owned);
+            return Err(BackendError::Protocol(format!(
+                "upstream error in stream: {}",
+                redactor.message(&msg)
+            )));
+        }
+        if let Some(choice) = first_choice(&v) {
+            let delta = &choice["delta"];
+            let content = delta["content"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned);
+            let tool_calls = Some(&delta["tool_calls"]).filter(|t| !t.is_null()).cloned();
+            if !self.finished && (content.is_some() || tool_calls.is_some()) {
+                out.push(Ok(BackendEvent::Delta { content, tool_calls }));
+            }
+            if let Some(reason) = choice["finish_reason"].as_str() {
+                self.finish(reason, out);
+            }
+        }
+        if let Some(u) = parse_usage(&v["usage"]) {
+            self.usage = Some(u);
+            if self.finished {
+                self.flush_usage(out);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, reason: &str, out: &mut Out) {
+        if !self.finished {
+            self.finished = true;
+            out.push(Ok(BackendEvent::Finish {
+                reason: reason.to_owned(),
+            }));
+        }
+        self.flush_usage(out);
+    }
+
+    fn flush_usage(&mut self, out: &mut Out) {
+        if !self.usage_sent
+            && let Some(u) = self.usage.take()
+        {
+            self.usage_sent = true;
+            out.push(Ok(BackendEvent::Usage(u)));
+        }
+    }
+
+    /// The body ended. Fine after `[DONE]` or a finish reason; otherwise the stream was cut short.
+    pub fn on_end(&mut self, out: &mut Out) {
+        if self.finished {
+            self.flush_usage(out);
+        } else if !self.done {
+            out.push(Err(BackendError::Protocol(
+                "upstream closed the stream before finishing".into(),
+            )));
+        }
+    }
+}
+
+fn first_choice(v: &Value) -> Option<&Value> {
+    let choices = v["choices"].as_array()?;
+    choices.iter().find(|c| c["index"].as_u64().unwrap_or(0) == 0)
+}
+
+fn parse_usage(v: &Value) -> Option<Usage> {
+    let n = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    let prompt = n("prompt_tokens")?;
+    let completion = n("completion_tokens").unwrap_or(0);
+    let total = n("total_tokens").unwrap_or(prompt.saturating_add(completion));
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: total,
+    })
+}
+
+/// The events of a non-streamed `chat.completion` (an upstream that ignored `stream: true`).
+pub(crate) fn completion_events(body: &[u8]) -> Result<Vec<BackendEvent>, BackendError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| BackendError::Protocol(format!("upstream sent invalid JSON ({e})")))?;
+    let choice = first_choice(&v)
+        .ok_or_else(|| BackendError::Protocol("upstream completion has no choices".into()))?;
+    let message = &choice["message"];
+    let content = message["content"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    // Tool calls in the delta shape: each with its `index`.
+    let tool_calls = message["tool_calls"].as_array().map(|calls| {
+        Value::Array(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut c = c.clone();
+                    if let Some(obj) = c.as_object_mut() {
+                        obj.entry("index").or_insert(Value::from(i));
+                    }
+                    c
+                })
+                .collect(),
+        )
+    });
+    let mut events = Vec::new();
+    if content.is_some() || tool_calls.is_some() {
+        events.push(BackendEvent::Delta { content, tool_calls });
+    }
+    let reason = choice["finish_reason"].as_str().unwrap_or("stop");
+    events.push(BackendEvent::Finish {
+        reason: reason.to_owned(),
+    });
+    if let Some(u) = parse_usage(&v["usage"]) {
+        events.push(BackendEvent::Usage(u));
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn run(datas: &[&str], end: bool) -> Out {
+        let mut m = ChunkMapper::default();
+        let mut out = Vec::new();
+        for d in datas {
+            if let Err(e) = m.on_data(d, &Redactor::default(), &mut out) {
+                out.push(Err(e));
+            }
+        }
+        if end {
+            m.on_end(&mut out);
+        }
+        out
+    }
+
+    fn chunk(delta: Value, finish: Value) -> String {
+        let mut c = json!({"choices": [{"index": 0}], "usage": null});
+        c["choices"][0]["delta"] = delta;
+        c["choices"][0]["finish_reason"] = finish;
+        c.to_string()
+    }
+
+    fn delta(s: &str) -> Result<BackendEvent, BackendError> {
+        Ok(BackendEvent::Delta {
+            content: Some(s.into()),
+            tool_calls: None,
+        })
+    }
+
+    #[test]
+    fn maps_deltas_finish_usage_in_order() {
+        let usage =
+            json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}});
+        let out = run(
+            &[
+                &chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+                &chunk(json!({"content": "Hi"}), Value::Null),
+                &chunk(json!({}), json!("length")),
+                &usage.to_string(),
+                "[DONE]",
+            ],
+            true,
+        );
+        assert_eq!(
+            out,
+            vec![
+                delta("Hi"),
+                Ok(BackendEvent::Finish {
+                    reason: "length".into()
+                }),
+                Ok(BackendEvent::Usage(Usage::new(3, 2)))
+            ]
+        );
+    }
+
+    #[test]
+    fn usage_before_finish_is_held_back_and_done_without_finish_synthesizes_stop() {
+        let early = json!({"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": null}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1}});
+        let out = run(&[&early.to_string(), "[DONE]"], true);
+        assert_eq!(
+            out,
+            vec![
+                delta("a"),
+                Ok(BackendEvent::Finish {
+                    reason: "stop".into()
+                }),
+                Ok(BackendEvent::Usage(Usage::new(1, 1)))
+            ]
+        );
+    }
+
+    #[test]
+    fn tool_calls_pass_through() {
+        let tc = json!([{"index": 0, "function": {"arguments": "{\"a\""}}]);
+        let out = run(&[&chunk(json!({"tool_calls": tc}), Value::Null)], false);
+        assert_eq!(
+            out,
+            vec![Ok(BackendEvent::Delta {
+                content: None,
+                tool_calls: Some(tc)
+            })]
+        );
+    }
+
+    #[test]
+    fn truncated_garbage_and_error_events() {
+        let out = run(&[&chunk(json!({"content": "a"}), Value::Null)], true);
+        assert!(matches!(out.last(), Some(Err(BackendError::Protocol(_)))));
+        assert!(matches!(
+            run(&["{nope"], false)[0],
+            Err(BackendError::Protocol(_))
+        ));
+        let err = json!({"error": {"message": "overloaded"}}).to_string();
+        assert!(
+            matches!(&run(&[&err], false)[0], Err(BackendError::Protocol(m)) if m.contains("overloaded"))
+        );
+        // A finish without [DONE] is a complete stream.
+        assert!(
+            run(&[&chunk(json!({}), json!("stop"))], true)
+                .iter()
+                .all(Result::is_ok)
+        );
+    }
+
+    #[test]
+    fn non_streamed_completion() {
+        let body = json!({"object": "chat.completion", "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": "x", "tool_calls": [{"id": "c", "type": "function",
+            "function": {"name": "f", "arguments": "{}"}}]}}],
+            "usage": {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}});
+        let ev = completion_events(body.to_string().as_bytes()).unwrap();
+        let BackendEvent::Delta { content, tool_calls } = &ev[0] else {
+            panic!()
+        };
+        assert_eq!(content.as_deref(), Some("x"));
+        assert_eq!(tool_calls.as_ref().unwrap()[0]["index"], 0);
+        assert_eq!(
+            ev[1],
+            BackendEvent::Finish {
+                reason: "tool_calls".into()
+            }
+        );
+        assert_eq!(ev[2], BackendEvent::Usage(Usage::new(4, 1)));
+    }
+}

@@ -1,0 +1,122 @@
+//! An incremental Server-Sent Events parser: bytes in, events out, independent of how the bytes were
+//! split into reads. Follows the WHATWG event-stream rules: LF, CRLF or CR line ends; `:` comments;
+//! `field: value` with one optional space; multi-line `data:` joined with `\n`; a blank line dispatches.
+
+use std::mem;
+
+/// Longest line accepted; a longer one is a protocol error (a misbehaving upstream).
+pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// One dispatched event. `id:` and `retry:` are ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SseEvent {
+    /// The `event:` field, if any.
+    pub event: Option<String>,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SSE line longer than {MAX_LINE_BYTES} bytes")]
+pub struct LineTooLong;
+
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// Bytes of the current, incomplete line (decoded only once the line is complete).
+    line: Vec<u8>,
+    data: String,
+    has_data: bool,
+    event: Option<String>,
+    /// The previous read ended with CR: a LF starting the next read belongs to it.
+    after_cr: bool,
+    seen_first_line: bool,
+}
+
+impl SseParser {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one read's bytes; returns the events completed by them.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<SseEvent>, LineTooLong> {
+        let mut out = Vec::new();
+        if self.after_cr && !bytes.is_empty() {
+            self.after_cr = false;
+            if bytes[0] == b'\n' {
+                bytes = &bytes[1..];
+            }
+        }
+        while let Some(pos) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            self.line.extend_from_slice(&bytes[..pos]);
+            self.end_line(&mut out);
+            let cr = bytes[pos] == b'\r';
+            bytes = &bytes[pos + 1..];
+            if cr {
+                match bytes.first() {
+                    Some(b'\n') => bytes = &bytes[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+        }
+        if self.line.len() + bytes.len() > MAX_LINE_BYTES {
+            return Err(LineTooLong);
+        }
+        self.line.extend_from_slice(bytes);
+        Ok(out)
+    }
+
+    /// The input ended. Leniently processes an unterminated last line and dispatches a pending event
+    /// (the spec would discard it; some upstreams omit the final blank line after `[DONE]`).
+    pub fn finish(&mut self) -> Option<SseEvent> {
+        let mut out = Vec::new();
+        if !self.line.is_empty() {
+            self.end_line(&mut out);
+        }
+        self.end_line(&mut out); // a blank line
+        out.pop()
+    }
+
+    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
+        let bytes = mem::take(&mut self.line);
+        let mut line = String::from_utf8_lossy(&bytes);
+        if !self.seen_first_line {
+            self.seen_first_line = true;
+            if let Some(rest) = line.strip_prefix('\u{feff}') {
+                line = rest.to_owned().into();
+            }
+        }
+        if line.is_empty() {
+            if self.has_data {
+                self.has_data = false;
+                let mut data = mem::take(&mut self.data);
+                data.pop(); // the trailing '\n'
+                out.push(SseEvent {
+                    event: self.event.take(),
+                    data,
+                });
+            } else {
+                self.event = None;
+            }
+            return;
+        }
+        if line.starts_with(':') {
+            return;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (&*line, ""),
+        };
+        match field {
+            "data" => {
+                self.data.push_str(value);
+                self.data.push('\n');
+                self.has_data = true;
+            }
+            "event" => self.event = Some(value.to_owned()),
+            _ => {} // id, retry, unknown fields
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

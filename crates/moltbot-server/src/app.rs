@@ -1,0 +1,158 @@
+//! Building the application from configuration: the store (migrated per policy), the model backends
+//! and the chat service.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use moltbot_config::{BackendKind, Config, ModelConfig};
+use moltbot_core::{
+    ChatBackend, ChatService, Clock, ModelRegistry, ModelRoute, Store, SystemClock, TokenCounter,
+};
+use moltbot_store::StoreOptions;
+
+use crate::state::{AppState, Readiness};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BuildOptions {
+    /// Apply pending PostgreSQL migrations at start (SQLite is always migrated).
+    pub migrate: bool,
+}
+
+/// Open the store and check its schema: SQLite is migrated automatically; PostgreSQL only with
+/// `--migrate`, otherwise an out-of-date schema refuses to start.
+pub async fn open_store(config: &Config, opts: BuildOptions) -> anyhow::Result<Arc<dyn Store>> {
+    let store_opts = StoreOptions {
+        max_connections: config.store.max_connections,
+        busy_timeout: config.store.busy_timeout,
+        password: config.database_password.as_ref().map(|s| s.expose().to_owned()),
+    };
+    let store = moltbot_store::open(&config.database_url, &store_opts)
+        .await
+        .context("cannot open the database")?;
+    if store.kind() == "sqlite" || opts.migrate {
+        let status = store.migrate().await.context("cannot migrate the database")?;
+        tracing::info!(
+            schema_version = status.applied,
+            backend = store.kind(),
+            "database ready"
+        );
+    } else {
+        let status = store
+            .schema_status()
+            .await
+            .context("cannot read the database schema version")?;
+        if !status.is_current() {
+            anyhow::bail!(
+                "the {} schema is at version {} but this binary needs migrations {:?}; run `moltbot init-db` \
+                 (or start with --migrate)",
+                store.kind(),
+                status.applied,
+                status.pending
+            );
+        }
+    }
+    Ok(store)
+}
+
+/// Build every configured model's backend and route.
+pub fn build_models(config: &Config, clock: &dyn Clock) -> anyhow::Result<ModelRegistry> {
+    let mut counters: HashMap<String, Arc<dyn TokenCounter>> = HashMap::new();
+    let mut routes = Vec::new();
+    for m in &config.models {
+        let encoding = m.tokenizer.clone().unwrap_or_else(|| config.tokenizer.clone());
+        let tokens = match counters.get(&encoding) {
+            Some(c) => c.clone(),
+            None => {
+                let c: Arc<dyn TokenCounter> = Arc::new(
+                    moltbot_llm::TiktokenCounter::new(&encoding)
+                        .with_context(|| format!("model {}: tokenizer {encoding}", m.name))?,
+                );
+                counters.insert(encoding, c.clone());
+                c
+            }
+        };
+        let backend: Arc<dyn ChatBackend> = match m.backend {
+            BackendKind::Remote => Arc::new(remote_backend(m, tokens.clone())?),
+        };
+        routes.push(ModelRoute {
+            name: m.name.clone(),
+            backend,
+            upstream_model: m.upstream_model().to_owned(),
+            max_tokens: m.max_tokens,
+            context_window: m.context_window,
+            temperature: m.temperature,
+            top_p: m.top_p,
+            fallbacks: m.fallbacks.clone(),
+            tokens,
+            owned_by: "moltbot".into(),
+            created: clock.now_secs(),
+        });
+    }
+    Ok(ModelRegistry::new(routes))
+}
+
+fn remote_backend(
+    m: &ModelConfig,
+    tokens: Arc<dyn TokenCounter>,
+) -> anyhow::Result<moltbot_llm::RemoteBackend> {
+    let base_url = m
+        .endpoint
+        .clone()
+        .with_context(|| format!("model {}: `endpoint` is required", m.name))?;
+    let settings = moltbot_llm::RemoteSettings {
+        name: m.name.clone(),
+        base_url,
+        api_keys: m.keys().into_iter().map(|k| k.expose().to_owned()).collect(),
+        timeouts: moltbot_llm::Timeouts {
+            connect: m.timeouts.connect,
+            first_byte: m.timeouts.first_byte,
+            idle: m.timeouts.idle,
+            total: m.timeouts.total,
+        },
+        retry: moltbot_llm::RetryPolicy {
+            max_attempts: m.retry.max_attempts,
+            base_delay: m.retry.base_delay,
+            max_delay: m.retry.max_delay,
+            retry_after_cap: m.retry.retry_after_cap,
+        },
+        circuit: moltbot_llm::CircuitSettings {
+            failure_threshold: m.circuit.failure_threshold,
+            open_for: m.circuit.open_for,
+        },
+        limits: moltbot_llm::OutboundLimits {
+            requests_per_minute: m.limits.requests_per_minute,
+            tokens_per_minute: m.limits.tokens_per_minute,
+        },
+        key_cooldown: m.key_cooldown,
+    };
+    let client = moltbot_llm::http_client(m.timeouts.connect);
+    Ok(moltbot_llm::RemoteBackend::new(settings, client).with_token_counter(tokens))
+}
+
+/// Everything `serve` needs, from a validated configuration.
+pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<AppState> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = open_store(&config, opts).await?;
+    let models = Arc::new(build_models(&config, clock.as_ref())?);
+    if models.is_empty() {
+        tracing::warn!(
+            "no model is configured: set MODEL_ENDPOINT (and API_KEY) or add [[models]] to moltbot.toml; \
+             chat requests will get 404 model_not_found"
+        );
+    }
+    let chat = Arc::new(ChatService::new(
+        store.clone(),
+        models,
+        clock.clone(),
+        config.store.record_exchanges,
+    ));
+    Ok(AppState {
+        body_limit: config.server.body_limit_bytes,
+        config: Arc::new(config),
+        store,
+        chat,
+        clock,
+        readiness: Arc::new(Readiness::default()),
+    })
+}

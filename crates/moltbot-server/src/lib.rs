@@ -1,0 +1,111 @@
+//! moltbot's HTTP side: the dialog service, admin and debug listeners, their routers and middleware,
+//! and the process lifecycle (readiness, draining, graceful shutdown).
+//!
+//! Tests start the real server with [`serve`] on `127.0.0.1:0` listeners and their own shutdown future.
+
+pub mod app;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod listeners;
+pub mod logging;
+pub mod middleware;
+pub mod principal;
+pub mod routes;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+
+pub use app::{BuildOptions, build_state};
+pub use listeners::{BindError, BoundAddrs, Listeners, serve};
+pub use state::{AppState, Readiness};
+
+/// The dialog service (public listener).
+pub fn chat_router(state: AppState) -> Router {
+    let timeout = state.config.server.request_timeout;
+    Router::new()
+        .merge(routes::chat::router())
+        .merge(routes::models::router())
+        .merge(routes::conversations::router())
+        .merge(routes::health::router())
+        .merge(routes::openapi::router())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(axum::middleware::from_fn(middleware::request_context))
+                .layer(axum::middleware::from_fn(
+                    move |req, next: axum::middleware::Next| middleware::timeout(timeout, next.run(req)),
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    idempotency::layer,
+                ))
+                .layer(DefaultBodyLimit::max(state.body_limit)),
+        )
+        .with_state(state)
+}
+
+/// The admin listener: health and readiness now; the console, admin API and metrics mount here.
+pub fn admin_router(state: AppState) -> Router {
+    let allow = Arc::new(state.config.server.admin_allow_cidrs.clone());
+    Router::new()
+        .merge(routes::health::router())
+        .fallback(routes::not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(axum::middleware::from_fn(middleware::request_context))
+                .layer(axum::middleware::from_fn_with_state(
+                    allow,
+                    middleware::cidr_allowlist,
+                )),
+        )
+        .with_state(state)
+}
+
+/// The debug listener (development only).
+pub fn debug_router(state: AppState) -> Router {
+    let allow = Arc::new(state.config.server.debug_allow_cidrs.clone());
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::debug::router())
+        .fallback(routes::not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(middleware::request_context))
+                .layer(axum::middleware::from_fn_with_state(
+                    allow,
+                    middleware::cidr_allowlist,
+                )),
+        )
+        .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = moltbot_api::ErrorEnvelope::new(
+        "invalid_request_error",
+        format!("Method {method} is not allowed for {}.", uri.path()),
+        None,
+        Some("method_not_allowed"),
+    );
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    error::ApiError::internal("a handler panicked").into_response()
+}
+
+/// Where a listener is bound, for `--ready-file` and logs.
+pub fn describe(addr: &SocketAddr) -> String {
+    addr.to_string()
+}

@@ -1,0 +1,140 @@
+//! Binding the listeners (with errors that name the address and the cause) and running them until
+//! shutdown: `/ready` turns 503 at once, the listeners keep accepting for `shutdown_delay` so load
+//! balancers notice, then stop accepting; in-flight requests and streams get `shutdown_grace` to finish.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind the {name} listener to {addr}: {cause}")]
+pub struct BindError {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub cause: String,
+}
+
+pub struct Listeners {
+    pub chat: TcpListener,
+    pub admin: TcpListener,
+    pub debug: Option<TcpListener>,
+}
+
+/// The addresses actually bound (port 0 resolved), written to `--ready-file`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub chat_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub debug_addr: Option<SocketAddr>,
+    pub pid: u32,
+}
+
+async fn bind_one(name: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        let cause = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                "address already in use (another process is listening there; `moltbot doctor` shows which)"
+                    .to_owned()
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)".to_owned()
+            }
+            std::io::ErrorKind::AddrNotAvailable => "address not available on this host".to_owned(),
+            _ => e.to_string(),
+        };
+        BindError { name, addr, cause }
+    })
+}
+
+impl Listeners {
+    pub async fn bind(
+        chat: SocketAddr,
+        admin: SocketAddr,
+        debug: Option<SocketAddr>,
+    ) -> Result<Self, BindError> {
+        let chat = bind_one("dialog", chat).await?;
+        let admin = bind_one("admin", admin).await?;
+        let debug = match debug {
+            Some(a) => Some(bind_one("debug", a).await?),
+            None => None,
+        };
+        Ok(Self { chat, admin, debug })
+    }
+
+    pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
+        Ok(BoundAddrs {
+            chat_addr: self.chat.local_addr()?,
+            admin_addr: self.admin.local_addr()?,
+            debug_addr: self.debug.as_ref().map(TcpListener::local_addr).transpose()?,
+            pid: std::process::id(),
+        })
+    }
+}
+
+/// Serve until `shutdown` resolves, then drain and stop.
+pub async fn serve(
+    state: AppState,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    ready_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let addrs = listeners.addrs()?;
+    let stop_accepting = CancellationToken::new();
+    let mut servers = tokio::task::JoinSet::new();
+    let spawn = |servers: &mut tokio::task::JoinSet<std::io::Result<()>>, l: TcpListener, r: axum::Router| {
+        let token = stop_accepting.clone();
+        servers.spawn(async move {
+            axum::serve(l, r.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+        });
+    };
+    spawn(&mut servers, listeners.chat, crate::chat_router(state.clone()));
+    spawn(&mut servers, listeners.admin, crate::admin_router(state.clone()));
+    if let Some(l) = listeners.debug {
+        tracing::warn!(addr = %addrs.debug_addr.map(|a| a.to_string()).unwrap_or_default(),
+            "the debug listener is enabled (development only)");
+        spawn(&mut servers, l, crate::debug_router(state.clone()));
+    }
+    state.readiness.set_listening();
+    tracing::info!(chat_addr = %addrs.chat_addr, admin_addr = %addrs.admin_addr, "moltbot is ready");
+    if let Some(path) = &ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&addrs)?)?;
+        std::fs::rename(&tmp, path)?;
+    }
+
+    tokio::select! {
+        () = shutdown => {}
+        Some(res) = servers.join_next() => {
+            // A listener stopped by itself: that is an error worth exiting on.
+            res??;
+            anyhow::bail!("a listener stopped unexpectedly");
+        }
+    }
+    let cfg = &state.config.server;
+    state.readiness.start_draining();
+    tracing::info!(delay = ?cfg.shutdown_delay, grace = ?cfg.shutdown_grace, "shutting down: /ready now returns 503");
+    tokio::time::sleep(cfg.shutdown_delay).await;
+    stop_accepting.cancel();
+    let drained = tokio::time::timeout(cfg.shutdown_grace, async {
+        while let Some(res) = servers.join_next().await {
+            if let Ok(Err(e)) = res {
+                tracing::warn!(error = %e, "listener error during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown grace expired; closing the remaining connections");
+        servers.abort_all();
+    }
+    tracing::info!("moltbot stopped");
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `GET /openapi.json`, generated from the route annotations. A golden copy lives in
+//! `docs/openapi.json` and a test compares them.
+
+use axum::Router;
+use axum::routing::get;
+use utoipa::OpenApi;
+
+use crate::state::AppState;
+
+pub const PATH: &str = "/openapi.json";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "moltbot dialog service", description = "OpenAI-compatible chat API of moltbot."),
+    paths(
+        super::chat::create,
+        super::models::list,
+        super::conversations::create,
+        super::conversations::retrieve,
+        super::conversations::update,
+        super::conversations::delete,
+        super::conversations::list_items,
+        super::conversations::create_items,
+        super::conversations::retrieve_item,
+        super::conversations::delete_item,
+        super::health::health,
+        super::health::ready,
+    ),
+    tags(
+        (name = "chat", description = "Chat completions"),
+        (name = "conversations", description = "Server-side conversations (OpenAI's Conversations API)"),
+        (name = "models", description = "Configured models"),
+        (name = "health", description = "Liveness and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, pretty-printed (the golden file's format).
+pub fn document() -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    doc.to_pretty_json().unwrap_or_default()
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        PATH,
+        get(|| async { ([("content-type", "application/json")], document()) }),
+    )
+}

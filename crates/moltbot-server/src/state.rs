@@ -1,0 +1,42 @@
+//! Typed application state shared by every route.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use moltbot_config::Config;
+use moltbot_core::{ChatService, Clock, Store};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub chat: Arc<ChatService>,
+    pub clock: Arc<dyn Clock>,
+    pub readiness: Arc<Readiness>,
+    pub body_limit: usize,
+}
+
+/// `/ready`: this process can serve — listeners up, not draining (the database is pinged per request).
+#[derive(Debug, Default)]
+pub struct Readiness {
+    listening: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set_listening(&self) {
+        self.listening.store(true, Ordering::SeqCst);
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,314 @@
+//! [`SqlStore`]: the [`Store`] implementation over an `AnyPool` (SQLite or PostgreSQL).
+
+use async_trait::async_trait;
+use moltbot_core::{
+    Conversation, IdempotencyRecord, ItemQuery, Owner, SchemaStatus, Store, StoreError, StoreResult, StoreTx,
+    StoredMessage, StoredResponse, UsageRecord,
+};
+use serde_json::{Map, Value};
+use sqlx::AnyPool;
+
+use crate::error::db_err;
+use crate::rows::{self, CONVERSATION_COLUMNS, IDEMPOTENCY_COLUMNS, MESSAGE_COLUMNS, USAGE_COLUMNS};
+use crate::tx::SqlTx;
+use crate::{Backend, StoreOptions, connect, migrate};
+
+/// A store over SQLite or PostgreSQL. Usually used as `Arc<dyn Store>` (see [`crate::open`]).
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Like [`crate::open`], but returns the concrete type.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
+        let (pool, backend) = connect::connect(url, opts).await?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying pool, for operational tooling and tests. Application code goes through [`Store`].
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Close all connections (waits for checked-out ones to come back).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn kind(&self) -> &'static str {
+        self.backend.as_str()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        migrate::schema_status(&self.pool, self.backend).await
+    }
+
+    async fn migrate(&self) -> StoreResult<SchemaStatus> {
+        migrate::migrate(&self.pool, self.backend).await
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
+        let tx = match self.backend {
+            // Take the write lock up front: a deferred transaction that reads and then writes can fail
+            // with SQLITE_BUSY on the upgrade without waiting for `busy_timeout`.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(db_err)?;
+        Ok(Box::new(SqlTx::new(tx)))
+    }
+
+    async fn get_conversation(&self, owner: &Owner, id: &str) -> StoreResult<Option<Conversation>> {
+        let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND owner = $2");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::conversation).transpose()
+    }
+
+    async fn update_conversation_metadata(
+        &self,
+        owner: &Owner,
+        id: &str,
+        metadata: Map<String, Value>,
+    ) -> StoreResult<Option<Conversation>> {
+        let sql = format!(
+            "UPDATE conversations SET metadata = $1 WHERE id = $2 AND owner = $3 RETURNING {CONVERSATION_COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(rows::metadata_json(&metadata)?)
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::conversation).transpose()
+    }
+
+    async fn delete_conversation(&self, owner: &Owner, id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM conversations WHERE id = $1 AND owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn find_conversation_by_tip(
+        &self,
+        owner: &Owner,
+        tip_hash: &str,
+    ) -> StoreResult<Option<Conversation>> {
+        let sql = format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE owner = $1 AND tip_hash = $2 \
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(owner)
+            .bind(tip_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::conversation).transpose()
+    }
+
+    async fn list_messages(
+        &self,
+        conversation_id: &str,
+        query: &ItemQuery,
+    ) -> StoreResult<(Vec<StoredMessage>, bool)> {
+        let after_seq = match &query.after {
+            None => None,
+            Some(after) => {
+                let row: Option<(i64,)> =
+                    sqlx::query_as("SELECT seq FROM messages WHERE conversation_id = $1 AND id = $2")
+                        .bind(conversation_id)
+                        .bind(after)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db_err)?;
+                Some(row.ok_or(StoreError::NotFound)?.0)
+            }
+        };
+        let (cmp, order) = if query.ascending {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
+        let cursor = if after_seq.is_some() {
+            format!(" AND seq {cmp} $3")
+        } else {
+            String::new()
+        };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1{cursor} ORDER BY seq {order} LIMIT $2"
+        );
+        let limit = i64::from(query.limit);
+        let mut q = sqlx::query(&sql).bind(conversation_id).bind(limit + 1);
+        if let Some(seq) = after_seq {
+            q = q.bind(seq);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(db_err)?;
+        let has_more = rows.len() as i64 > limit;
+        let items = rows
+            .iter()
+            .take(query.limit as usize)
+            .map(rows::message)
+            .collect::<StoreResult<_>>()?;
+        Ok((items, has_more))
+    }
+
+    async fn context_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<StoredMessage>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages \
+             WHERE conversation_id = $1 AND status IN ('completed', 'truncated') \
+               AND (role IN ('system', 'developer') \
+                    OR seq IN (SELECT seq FROM messages \
+                               WHERE conversation_id = $1 AND status IN ('completed', 'truncated') \
+                               ORDER BY seq DESC LIMIT $2)) \
+             ORDER BY seq ASC"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(conversation_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::message).collect()
+    }
+
+    async fn get_message(
+        &self,
+        conversation_id: &str,
+        message_id: &str,
+    ) -> StoreResult<Option<StoredMessage>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND id = $2");
+        let row = sqlx::query(&sql)
+            .bind(conversation_id)
+            .bind(message_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::message).transpose()
+    }
+
+    async fn delete_message(&self, conversation_id: &str, message_id: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM messages WHERE conversation_id = $1 AND id = $2")
+            .bind(conversation_id)
+            .bind(message_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn get_idempotency(&self, owner: &Owner, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
+        let sql = format!("SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE owner = $1 AND key = $2");
+        let row = sqlx::query(&sql)
+            .bind(owner)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_err)?;
+        row.as_ref().map(rows::idempotency).transpose()
+    }
+
+    async fn claim_idempotency(
+        &self,
+        owner: &Owner,
+        key: &str,
+        request_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO idempotency_keys (owner, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(owner)
+        .bind(key)
+        .bind(request_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn complete_idempotency(
+        &self,
+        owner: &Owner,
+        key: &str,
+        response: &StoredResponse,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3, headers = $4 \
+             WHERE owner = $5 AND key = $6",
+        )
+        .bind(i64::from(response.status))
+        .bind(response.content_type.as_str())
+        .bind(response.body.as_slice())
+        .bind(rows::headers_json(&response.headers)?)
+        .bind(owner)
+        .bind(key)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn release_idempotency(&self, owner: &Owner, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2")
+            .bind(owner)
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn purge_idempotency(&self, before: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn list_usage(&self, owner: &Owner, limit: u32) -> StoreResult<Vec<UsageRecord>> {
+        let sql = format!(
+            "SELECT {USAGE_COLUMNS} FROM usage_records WHERE owner = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(owner)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(rows::usage).collect()
+    }
+}

@@ -1,0 +1,164 @@
+//! [`SqlTx`]: a write transaction. Dropped without `commit`, sqlx rolls it back.
+
+use async_trait::async_trait;
+use moltbot_core::{
+    Conversation, MessageStatus, NewMessage, Owner, StoreError, StoreResult, StoreTx, StoredMessage,
+    UsageRecord, ids,
+};
+use serde_json::{Map, Value};
+use sqlx::{Any, Transaction};
+
+use crate::error::db_err;
+use crate::rows;
+
+pub(crate) struct SqlTx {
+    tx: Transaction<'static, Any>,
+}
+
+impl SqlTx {
+    pub(crate) fn new(tx: Transaction<'static, Any>) -> Self {
+        Self { tx }
+    }
+}
+
+#[async_trait]
+impl StoreTx for SqlTx {
+    async fn create_conversation(
+        &mut self,
+        owner: &Owner,
+        metadata: Map<String, Value>,
+        now: i64,
+    ) -> StoreResult<Conversation> {
+        let id = ids::conversation_id();
+        sqlx::query(
+            "INSERT INTO conversations (id, owner, created_at, metadata, next_seq) VALUES ($1, $2, $3, $4, 0)",
+        )
+        .bind(id.as_str())
+        .bind(owner)
+        .bind(now)
+        .bind(rows::metadata_json(&metadata)?)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(Conversation {
+            id,
+            owner: owner.to_string(),
+            created_at: now,
+            metadata,
+        })
+    }
+
+    async fn append_messages(
+        &mut self,
+        conversation_id: &str,
+        messages: &[NewMessage],
+        now: i64,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let count = i64::try_from(messages.len()).map_err(|e| StoreError::Database(e.to_string()))?;
+        // Reserve seq range (end - count, end]: a row lock on PostgreSQL; SQLite has one writer at a time.
+        // UNIQUE(conversation_id, seq) is the backstop; a violation surfaces as `Conflict`.
+        let reserved: Option<(i64,)> = sqlx::query_as(
+            "UPDATE conversations SET next_seq = next_seq + $1 WHERE id = $2 RETURNING next_seq",
+        )
+        .bind(count)
+        .bind(conversation_id)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        let (end,) = reserved.ok_or(StoreError::NotFound)?;
+        let start = end - count;
+
+        let mut stored = Vec::with_capacity(messages.len());
+        for (seq, m) in (start + 1..).zip(messages) {
+            let usage = m.meta.usage.as_ref();
+            sqlx::query(
+                "INSERT INTO messages (id, conversation_id, seq, created_at, role, content, raw, status, model, \
+                 backend, finish_reason, prompt_tokens, completion_tokens, latency_ms, request_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(m.id.as_str())
+            .bind(conversation_id)
+            .bind(seq)
+            .bind(now)
+            .bind(m.role.as_str())
+            .bind(m.content.as_str())
+            .bind(rows::raw_json(m.raw.as_ref())?)
+            .bind(m.status.as_str())
+            .bind(m.meta.model.as_deref())
+            .bind(m.meta.backend.as_deref())
+            .bind(m.meta.finish_reason.as_deref())
+            .bind(usage.map(|u| i64::from(u.prompt_tokens)))
+            .bind(usage.map(|u| i64::from(u.completion_tokens)))
+            .bind(m.meta.latency_ms)
+            .bind(m.meta.request_id.as_deref())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+            stored.push(StoredMessage {
+                id: m.id.clone(),
+                conversation_id: conversation_id.to_string(),
+                seq,
+                created_at: now,
+                role: m.role,
+                content: m.content.clone(),
+                raw: m.raw.clone(),
+                status: m.status,
+                meta: m.meta.clone(),
+            });
+        }
+        Ok(stored)
+    }
+
+    async fn set_message_status(&mut self, message_id: &str, status: MessageStatus) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE messages SET status = $1 WHERE id = $2")
+            .bind(status.as_str())
+            .bind(message_id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn set_conversation_tip(&mut self, conversation_id: &str, tip_hash: &str) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE conversations SET tip_hash = $1 WHERE id = $2")
+            .bind(tip_hash)
+            .bind(conversation_id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn insert_usage(&mut self, usage: &UsageRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO usage_records (id, owner, conversation_id, request_id, model, backend, prompt_tokens, \
+             completion_tokens, latency_ms, outcome, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(usage.id.as_str())
+        .bind(usage.owner.as_str())
+        .bind(usage.conversation_id.as_deref())
+        .bind(usage.request_id.as_deref())
+        .bind(usage.model.as_str())
+        .bind(usage.backend.as_deref())
+        .bind(i64::from(usage.prompt_tokens))
+        .bind(i64::from(usage.completion_tokens))
+        .bind(usage.latency_ms)
+        .bind(usage.outcome.as_str())
+        .bind(usage.created_at)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await.map_err(db_err)
+    }
+}

@@ -1,0 +1,60 @@
+//! The store conformance suite: every case runs against SQLite (a temporary file, and `sqlite::memory:`)
+//! and against PostgreSQL when `MOLTBOT_TEST_POSTGRES_URL` is set (each run in a fresh schema).
+//! With `CI=true` and no PostgreSQL URL, the PostgreSQL cases fail instead of skipping.
+//!
+//! Test names carry the backend: `sqlite::appends_are_sequenced`, `postgres::appends_are_sequenced`, …
+
+mod conversations;
+mod harness;
+mod messages;
+mod records;
+mod schema;
+mod specific;
+
+/// Instantiate each `module::case` once per backend, in modules named after the backend.
+macro_rules! conformance {
+    ($($module:ident :: $case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::harness::sqlite_file(crate::$module::$case).await;
+                }
+            )*
+        }
+        mod sqlite_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::harness::sqlite_memory(crate::$module::$case).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::harness::postgres(crate::$module::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    schema::migrate_is_idempotent,
+    schema::tolerates_newer_schema,
+    conversations::conversations_are_owner_scoped,
+    conversations::tip_hash_finds_conversation,
+    conversations::rollback_on_drop,
+    conversations::commit_makes_writes_visible,
+    conversations::delete_cascades_messages_keeps_usage,
+    messages::appends_and_paginates,
+    messages::append_errors,
+    messages::context_messages_filter,
+    messages::set_message_status_updates,
+    messages::get_and_delete_message,
+    messages::appends_are_sequenced,
+    records::usage_insert_and_list,
+    records::idempotency_lifecycle,
+);
