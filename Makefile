@@ -31,7 +31,7 @@ $(VENV)/.ok: tests/e2e/requirements.txt
 deps-python: $(VENV)/.ok
 
 test-e2e: deps-python
-	$(CARGO) build -p moltbot
+	$(CARGO) build -p moltbot -p moltbot-testkit --bins
 	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot $(VENV)/bin/python -m pytest -q tests/e2e
 
 ## lint: formatting and clippy, warnings as errors

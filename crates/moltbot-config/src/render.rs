@@ -265,12 +265,12 @@ const VALIDATION_MD: &str = "## Validation
 Errors (moltbot does not start): unknown keys; values of the wrong type (the message names the key,
 what was expected and where the value came from); a `database_url` not starting with `sqlite:`,
 `postgres://` or `postgresql://`; a `redis_url` not starting with `redis://` or `rediss://`;
-`debug_addr` (or `--dev`) in the production profile; two listeners on the same address; duplicate or
+`debug_addr` (or `--dev`) or a missing `auth.jwt_secret` in the production profile; two listeners on the same address; duplicate or
 empty model names; a model without `endpoint`; `backend = \"local\"`; fallbacks that name unknown
 models, the model itself, or form a cycle; zero timeouts, attempts or thresholds.
 
 Warnings (logged at startup): in production, an empty `server.admin_allow_cidrs`,
-`log.prompts = true`, a SQLite database, or no `auth.jwt_secret`; an `auth.jwt_secret` shorter than
+`log.prompts = true`, or a SQLite database; an `auth.jwt_secret` shorter than
 32 bytes; a model endpoint using plain `http://` to a host that is not loopback.
 ";
 

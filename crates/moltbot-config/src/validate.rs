@@ -53,6 +53,14 @@ pub(crate) fn validate(
             origins.describe("profile"),
         )));
     }
+    if config.profile == Profile::Production && config.auth.jwt_secret.is_none() {
+        return Err(ConfigError::Rule(
+            "auth.jwt_secret is required in the production profile, so that every replica verifies the same \
+             tokens: set MOLTBOT_AUTH__JWT_SECRET, MOLTBOT_AUTH__JWT_SECRET_FILE or MOLTBOT_AUTH__JWT_SECRET_COMMAND \
+             (at least 32 bytes)"
+                .to_owned(),
+        ));
+    }
     check_addrs(config, origins)?;
 
     non_empty_secret("database_password", config.database_password.as_ref(), &invalid)?;
@@ -321,9 +329,6 @@ fn warn(config: &Config, warnings: &mut Vec<String>) {
         warnings.push(
             "production profile: the database is SQLite; consider postgres:// for production".to_owned(),
         );
-    }
-    if production && config.auth.jwt_secret.is_none() {
-        warnings.push("production profile: auth.jwt_secret is not set".to_owned());
     }
     if config
         .auth

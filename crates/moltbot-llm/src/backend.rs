@@ -224,7 +224,9 @@ impl RemoteBackend {
             .header(CONTENT_TYPE, "application/json")
             .header(ACCEPT, "text/event-stream")
             .body(body.clone());
-        if let Ok(id) = HeaderValue::from_str(request_id) {
+        if let Ok(id) = HeaderValue::from_str(request_id)
+            && !request_id.is_empty()
+        {
             req = req.header("x-request-id", id);
         }
         if let Some(k) = key {
@@ -250,7 +252,7 @@ impl RemoteBackend {
                     describe(e, &self.redactor)
                 )))
             })?;
-            let events = completion_events(&bytes).map_err(Failure::retry)?;
+            let events = completion_events(&bytes, &self.redactor).map_err(Failure::retry)?;
             return Ok(Box::pin(futures::stream::iter(events.into_iter().map(Ok))));
         }
         let mut stream = SseStream::new(resp, self.settings.timeouts.idle, deadline, self.redactor.clone());
@@ -317,6 +319,9 @@ impl RemoteBackend {
                 retry_after,
                 key_status: None,
             },
+            // A wrong endpoint path or an upstream model id the platform does not know: our
+            // configuration, not the client's request. Reported as a gateway error; may fall back.
+            404 | 405 => Failure::stop(error),
             400..=499 => Failure::stop(client_error(status, &body, &self.redactor)),
             _ => Failure::stop(error),
         }
@@ -360,7 +365,17 @@ impl ChatBackend for RemoteBackend {
             Ok(r) => r,
             Err(_) => Err(BackendError::Timeout("total")),
         };
+        let before = self.circuit.state();
         permit.record(result.as_ref().err().is_some_and(is_upstream_failure));
+        let after = self.circuit.state();
+        if before != after {
+            tracing::info!(
+                backend = self.settings.name.as_str(),
+                from = before.as_str(),
+                to = after.as_str(),
+                "circuit state changed"
+            );
+        }
         result
     }
 

@@ -91,7 +91,6 @@ impl CircuitBreaker {
             (State::Closed { failures }, false) => {
                 let failures = if failed { failures + 1 } else { 0 };
                 *state = if failures >= self.settings.failure_threshold {
-                    tracing::warn!(failures, "circuit opened");
                     open
                 } else {
                     State::Closed { failures }

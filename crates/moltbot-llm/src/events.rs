@@ -118,9 +118,19 @@ fn parse_usage(v: &Value) -> Option<Usage> {
 }
 
 /// The events of a non-streamed `chat.completion` (an upstream that ignored `stream: true`).
-pub(crate) fn completion_events(body: &[u8]) -> Result<Vec<BackendEvent>, BackendError> {
+pub(crate) fn completion_events(body: &[u8], redactor: &Redactor) -> Result<Vec<BackendEvent>, BackendError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| BackendError::Protocol(format!("upstream sent invalid JSON ({e})")))?;
+    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        let msg = err
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| err.to_string(), str::to_owned);
+        return Err(BackendError::Protocol(format!(
+            "upstream error: {}",
+            redactor.message(&msg)
+        )));
+    }
     let choice = first_choice(&v)
         .ok_or_else(|| BackendError::Protocol("upstream completion has no choices".into()))?;
     let message = &choice["message"];
@@ -274,7 +284,7 @@ mod tests {
             "message": {"role": "assistant", "content": "x", "tool_calls": [{"id": "c", "type": "function",
             "function": {"name": "f", "arguments": "{}"}}]}}],
             "usage": {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}});
-        let ev = completion_events(body.to_string().as_bytes()).unwrap();
+        let ev = completion_events(body.to_string().as_bytes(), &Redactor::default()).unwrap();
         let BackendEvent::Delta { content, tool_calls } = &ev[0] else {
             panic!()
         };
@@ -287,5 +297,8 @@ mod tests {
             }
         );
         assert_eq!(ev[2], BackendEvent::Usage(Usage::new(4, 1)));
+        let err = json!({"error": {"message": "quota"}}).to_string();
+        let got = completion_events(err.as_bytes(), &Redactor::default());
+        assert!(matches!(got, Err(BackendError::Protocol(m)) if m.contains("quota")));
     }
 }

@@ -212,8 +212,18 @@ async fn circuit_opens_fails_fast_then_probes_and_closes() {
 }
 
 #[tokio::test]
-async fn client_errors_do_not_open_the_circuit() {
+async fn upstream_404_is_a_gateway_error_not_the_clients() {
     let fake = fake(Script::status(404)).await;
+    let b = backend(settings(&fake, &[]));
+    let err = b.chat(request("x")).await.err().unwrap();
+    assert!(matches!(err, BackendError::Status { status: 404, .. }), "{err:?}");
+    assert!(err.should_fall_back());
+    assert_eq!(fake.chat_requests().len(), 1, "not retried");
+}
+
+#[tokio::test]
+async fn client_errors_do_not_open_the_circuit() {
+    let fake = fake(Script::status(422)).await;
     let mut s = settings(&fake, &[]);
     s.circuit = CircuitSettings {
         failure_threshold: 1,

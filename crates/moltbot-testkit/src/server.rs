@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ pub struct FakeConfig {
     pub default_script: Script,
     /// Ids listed by `GET /v1/models`.
     pub models: Vec<String>,
+    /// Keep every request for [`FakeUpstream::requests`] (turn off for long benchmarks; the count is
+    /// kept either way).
+    pub record: bool,
 }
 
 impl Default for FakeConfig {
@@ -34,6 +38,7 @@ impl Default for FakeConfig {
         Self {
             default_script: Script::default(),
             models: vec!["fake-model".to_owned()],
+            record: true,
         }
     }
 }
@@ -72,6 +77,8 @@ struct Shared {
     queue: Mutex<VecDeque<Script>>,
     requests: Mutex<Vec<RecordedRequest>>,
     models: Vec<String>,
+    record: bool,
+    received: AtomicU64,
     /// Number of responses whose body (or pending handler) was dropped before completion.
     closed: watch::Sender<u64>,
 }
@@ -96,6 +103,8 @@ impl FakeUpstream {
             queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             models: config.models,
+            record: config.record,
+            received: AtomicU64::new(0),
             closed,
         });
         let app = Router::new()
@@ -146,8 +155,9 @@ impl FakeUpstream {
             .collect()
     }
 
-    pub fn request_count(&self) -> usize {
-        lock(&self.shared.requests).len()
+    /// Requests received so far (recorded or not).
+    pub fn request_count(&self) -> u64 {
+        self.shared.received.load(Ordering::SeqCst)
     }
 
     /// Counts responses abandoned by the client before completion (streaming body dropped, or a
@@ -200,7 +210,12 @@ impl Drop for CloseGuard {
     }
 }
 
-fn record(shared: &Shared, method: &str, path: &str, headers: &HeaderMap, body: Value) {
+/// Counts the request, records it if configured, and returns its number (from 1).
+fn record(shared: &Shared, method: &str, path: &str, headers: &HeaderMap, body: &Value) -> u64 {
+    let n = shared.received.fetch_add(1, Ordering::SeqCst) + 1;
+    if !shared.record {
+        return n;
+    }
     let headers = headers
         .iter()
         .map(|(k, v)| {
@@ -214,14 +229,15 @@ fn record(shared: &Shared, method: &str, path: &str, headers: &HeaderMap, body: 
         method: method.into(),
         path: path.into(),
         headers,
-        body,
+        body: body.clone(),
         at: Instant::now(),
     };
     lock(&shared.requests).push(req);
+    n
 }
 
 async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    record(&shared, "GET", "/v1/models", &headers, Value::Null);
+    let _ = record(&shared, "GET", "/v1/models", &headers, &Value::Null);
     let data: Vec<Value> = shared
         .models
         .iter()
@@ -255,8 +271,7 @@ fn error_response(reply: &crate::StatusReply) -> Response {
 
 async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    record(&shared, "POST", "/v1/chat/completions", &headers, json.clone());
-    let n = lock(&shared.requests).len();
+    let n = record(&shared, "POST", "/v1/chat/completions", &headers, &json);
     let script = lock(&shared.queue)
         .pop_front()
         .unwrap_or_else(|| lock(&shared.default_script).clone());

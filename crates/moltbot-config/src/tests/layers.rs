@@ -300,7 +300,8 @@ fn toml_syntax_errors_do_not_echo_the_line() {
 
 #[test]
 fn defaults_depend_on_profile() {
-    let prod = load_ok(env_opts(&[("MOLTBOT_PROFILE", "production")])).config;
+    const JWT: (&str, &str) = ("MOLTBOT_AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef");
+    let prod = load_ok(env_opts(&[("MOLTBOT_PROFILE", "production"), JWT])).config;
     assert_eq!(prod.profile, Profile::Production);
     assert_eq!(prod.chat_addr, addr("0.0.0.0:18789"));
     assert_eq!(prod.admin_addr, addr("0.0.0.0:8080"));
@@ -312,7 +313,7 @@ fn defaults_depend_on_profile() {
     assert_eq!(dev.log.format, LogFormat::Text);
 
     // A profile from a flag picks the defaults; explicit values still win.
-    let mut opts = env_opts(&[("MOLTBOT_LOG__FORMAT", "text")]);
+    let mut opts = env_opts(&[("MOLTBOT_LOG__FORMAT", "text"), JWT]);
     opts.overrides.profile = Some("production".to_owned());
     let c = load_ok(opts).config;
     assert_eq!(c.chat_addr, addr("0.0.0.0:18789"));

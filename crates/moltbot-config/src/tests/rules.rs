@@ -157,17 +157,21 @@ fn production_refuses_debug_listener() {
 }
 
 #[test]
+fn production_requires_a_jwt_secret() {
+    let msg = load_err(env_opts(&[("MOLTBOT_PROFILE", "production")])).to_string();
+    assert_contains(&msg, "auth.jwt_secret is required in the production profile");
+}
+
+#[test]
 fn production_warnings() {
     let dir = Dir::new();
     let mut opts = dir.with_file("[log]\nprompts = true\n");
-    opts.env = env(&[("MOLTBOT_PROFILE", "production")]);
+    opts.env = env(&[
+        ("MOLTBOT_PROFILE", "production"),
+        ("MOLTBOT_AUTH__JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+    ]);
     let warnings = load_ok(opts).warnings;
-    for needle in [
-        "admin_allow_cidrs",
-        "log.prompts",
-        "SQLite",
-        "auth.jwt_secret is not set",
-    ] {
+    for needle in ["admin_allow_cidrs", "log.prompts", "SQLite"] {
         assert!(
             warnings.iter().any(|w| w.contains(needle)),
             "no warning about {needle}: {warnings:?}"
