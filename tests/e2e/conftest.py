@@ -3,6 +3,7 @@ upstream process, and hand the tests an official OpenAI client pointed at it."""
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import time
@@ -15,6 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = str(Path(os.environ.get("MOLTBOT_BIN", ROOT / "target" / "debug" / "moltbot")).resolve())
 FAKE = str(Path(os.environ.get("MOLTBOT_FAKE_UPSTREAM_BIN", ROOT / "target" / "debug" / "moltbot-fake-upstream")).resolve())
 UPSTREAM_KEY = "sk-e2e-upstream-key-DO-NOT-LEAK"
+# The bootstrap admin key the fresh database starts with (MOLTBOT_BOOTSTRAP_ADMIN_KEY): the SDK uses it.
+ADMIN_KEY = "mb_e2e" + secrets.token_hex(24)
+JWT_SECRET = "e2e-jwt-secret-" + secrets.token_hex(24)
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +54,8 @@ class Moltbot:
                 "MOLTBOT_ADMIN_ADDR": "127.0.0.1:0",
                 "MOLTBOT_SERVER__SHUTDOWN_DELAY": "100ms",
                 "MOLTBOT_LOG__FORMAT": "json",
+                "MOLTBOT_BOOTSTRAP_ADMIN_KEY": ADMIN_KEY,
+                "MOLTBOT_AUTH__JWT_SECRET": JWT_SECRET,
             }
         )
         started = time.monotonic()
@@ -77,9 +83,9 @@ class Moltbot:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=30)
 
-    def client(self) -> openai.OpenAI:
+    def client(self, api_key: str = ADMIN_KEY) -> openai.OpenAI:
         # max_retries=0: retries must not hide errors.
-        return openai.OpenAI(base_url=self.base_url, api_key="unused-until-auth", max_retries=0)
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
 
 
 @pytest.fixture
@@ -88,4 +94,6 @@ def moltbot(tmp_path, fake_upstream):
     yield m
     if m.proc.poll() is None:
         m.stop()
-    assert UPSTREAM_KEY not in m.log.read_text(), "the upstream key leaked into the logs"
+    log = m.log.read_text()
+    assert UPSTREAM_KEY not in log, "the upstream key leaked into the logs"
+    assert ADMIN_KEY not in log and JWT_SECRET not in log, "a moltbot secret leaked into the logs"

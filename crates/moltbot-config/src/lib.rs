@@ -31,7 +31,8 @@ mod tests;
 pub use error::ConfigError;
 pub use keys::{KEYS, KeyDoc, ValueKind, key_doc};
 pub use load::{
-    CliOverrides, DEFAULT_CONFIG_FILE, DEFAULT_SEED_MODEL, LoadOptions, LoadedConfig, SEED_MODEL_NAME,
+    BOOTSTRAP_ADMIN_KEY_ENV, CliOverrides, DEFAULT_CONFIG_FILE, DEFAULT_SEED_MODEL, LoadOptions,
+    LoadedConfig, SEED_MODEL_NAME,
 };
 pub use model::{
     BackendKind, CircuitConfig, LimitConfig, ModelConfig, RetryConfig, TimeoutConfig, normalize_endpoint,
@@ -40,6 +41,6 @@ pub use render::{config_markdown, example_toml};
 pub use resolve::SECRET_COMMAND_TIMEOUT;
 pub use secret::{REDACTED, Secret};
 pub use types::{
-    AuthConfig, Config, DEFAULT_ADMIN_PORT, DEFAULT_CHAT_PORT, DEFAULT_DEBUG_ADDR, LogConfig, LogFormat,
-    Profile, ServerConfig, StoreConfig, TOKENIZERS,
+    AuthConfig, Config, DEFAULT_ADMIN_PORT, DEFAULT_CHAT_PORT, DEFAULT_DEBUG_ADDR, KeyLimitsConfig,
+    LogConfig, LogFormat, Profile, ServerConfig, StoreConfig, TOKENIZERS,
 };

@@ -10,7 +10,7 @@ use crate::resolve::{SECRET_COMMAND_TIMEOUT, resolve_secrets};
 use crate::tree::{Layer, Origin, check_values, env_layer, file_layer, merge_maps};
 use crate::types::DEFAULT_DEBUG_ADDR;
 use crate::validate::validate;
-use crate::{Config, ConfigError, Profile};
+use crate::{Config, ConfigError, Profile, Secret};
 
 /// Name of the configuration file looked for in the working directory.
 pub const DEFAULT_CONFIG_FILE: &str = "moltbot.toml";
@@ -81,6 +81,51 @@ pub struct LoadedConfig {
     pub warnings: Vec<String>,
     /// Files read (config file, `.env`), in order.
     pub sources: Vec<String>,
+    /// `MOLTBOT_BOOTSTRAP_ADMIN_KEY` (or `_FILE`): the admin key a fresh database starts with, instead
+    /// of a generated one. Not part of [`Config`]: it is used once, by `init-db` / the first `serve`.
+    pub bootstrap_admin_key: Option<Secret>,
+}
+
+/// Environment variable with the bootstrap admin key (`mb_` + at least 32 letters, digits or `_`).
+pub const BOOTSTRAP_ADMIN_KEY_ENV: &str = "MOLTBOT_BOOTSTRAP_ADMIN_KEY";
+
+/// `MOLTBOT_BOOTSTRAP_ADMIN_KEY` / `MOLTBOT_BOOTSTRAP_ADMIN_KEY_FILE`, environment over `.env`.
+fn bootstrap_admin_key(
+    env: &BTreeMap<String, String>,
+    dotenv: &BTreeMap<String, String>,
+) -> Result<Option<Secret>, ConfigError> {
+    let file_var = format!("{BOOTSTRAP_ADMIN_KEY_ENV}_FILE");
+    let pick = |name: &str| {
+        env.get(name)
+            .or_else(|| dotenv.get(name))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    let value = match (pick(BOOTSTRAP_ADMIN_KEY_ENV), pick(&file_var)) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Rule(format!(
+                "{BOOTSTRAP_ADMIN_KEY_ENV} and {file_var} are both set; set only one"
+            )));
+        }
+        (Some(v), None) => v,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Read {
+                path: PathBuf::from(&path),
+                source,
+            })?
+            .trim()
+            .to_owned(),
+    };
+    let rest = value.strip_prefix("mb_").unwrap_or("");
+    if !(32..=128).contains(&rest.len()) || !rest.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric()) {
+        // The value itself is never shown.
+        return Err(ConfigError::Rule(format!(
+            "{BOOTSTRAP_ADMIN_KEY_ENV}: expected `mb_` followed by 32 to 128 letters, digits or underscores \
+             (e.g. mb_$(openssl rand -hex 24))"
+        )));
+    }
+    Ok(Some(Secret::new(value)))
 }
 
 impl Config {
@@ -158,10 +203,12 @@ pub(crate) fn load_with(opts: &LoadOptions, command_timeout: Duration) -> Result
         ConfigError::invalid(key, format!("{}{from}", e.inner()))
     })?;
     validate(&mut config, &merged.origins, &mut warnings)?;
+    let bootstrap_admin_key = bootstrap_admin_key(&opts.env, &dotenv)?;
     Ok(LoadedConfig {
         config,
         warnings,
         sources,
+        bootstrap_admin_key,
     })
 }
 

@@ -7,13 +7,15 @@ use url::Url;
 
 use crate::Secret;
 
-/// Which backend serves a model. Only remote (OpenAI-compatible HTTP) backends exist in this build.
+/// Which backend serves a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// An OpenAI-compatible `/chat/completions` endpoint.
     #[default]
     Remote,
+    /// A GGUF file run in-process by llama.cpp (`moltbot-engine`).
+    Local,
 }
 
 /// One `[[models]]` entry.
@@ -59,6 +61,20 @@ pub struct ModelConfig {
     /// How long a key that got 429/401 rests before it is used again.
     #[serde(with = "humantime_serde")]
     pub key_cooldown: Duration,
+    /// Local models: the GGUF file (or a directory holding exactly one).
+    pub model_path: Option<String>,
+    /// Local models: layers offloaded to the GPU (0 = CPU only).
+    pub gpu_layers: u32,
+    /// Local models: sequences decoded together (continuous batching slots); each gets `context_window`.
+    pub parallel: u32,
+    /// Local models: CPU threads; unset = half the logical CPUs (at least 1).
+    pub threads: Option<u32>,
+    /// Local models: tokens per decode step.
+    pub batch_size: u32,
+    /// Local models: requests waiting for a slot before new ones get 503 with `Retry-After`.
+    pub queue_capacity: u32,
+    /// Local models: Jinja chat template overriding the one in the GGUF metadata.
+    pub chat_template: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -81,6 +97,13 @@ impl Default for ModelConfig {
             circuit: CircuitConfig::default(),
             limits: LimitConfig::default(),
             key_cooldown: Duration::from_secs(60),
+            model_path: None,
+            gpu_layers: 0,
+            parallel: 4,
+            threads: None,
+            batch_size: 512,
+            queue_capacity: 64,
+            chat_template: None,
         }
     }
 }

@@ -265,12 +265,16 @@ const VALIDATION_MD: &str = "## Validation
 Errors (moltbot does not start): unknown keys; values of the wrong type (the message names the key,
 what was expected and where the value came from); a `database_url` not starting with `sqlite:`,
 `postgres://` or `postgresql://`; a `redis_url` not starting with `redis://` or `rediss://`;
-`debug_addr` (or `--dev`) or a missing `auth.jwt_secret` in the production profile; two listeners on the same address; duplicate or
-empty model names; a model without `endpoint`; `backend = \"local\"`; fallbacks that name unknown
-models, the model itself, or form a cycle; zero timeouts, attempts or thresholds.
+`debug_addr` (or `--dev`) or a missing `auth.jwt_secret`, or one shorter than 32 bytes, in the production
+profile; two listeners on the same address; duplicate or
+empty model names; a remote model without `endpoint`; a local model without `model_path` (or with an
+`endpoint`); fallbacks that name unknown
+models, the model itself, or form a cycle; zero timeouts, attempts or thresholds; a limit of 0 (omit it
+instead); `auth.token_ttl` longer than `auth.max_token_ttl`; a `server.cors_origins` entry that is not an
+origin; both `MOLTBOT_BOOTSTRAP_ADMIN_KEY` and `_FILE`, or a bootstrap key not shaped `mb_…`.
 
 Warnings (logged at startup): in production, an empty `server.admin_allow_cidrs`,
-`log.prompts = true`, or a SQLite database; an `auth.jwt_secret` shorter than
+`log.prompts = true`, or a SQLite database; in development, an `auth.jwt_secret` shorter than
 32 bytes; a model endpoint using plain `http://` to a host that is not loopback.
 ";
 
@@ -278,6 +282,7 @@ Warnings (logged at startup): in production, an empty `server.admin_allow_cidrs`
 fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
     Some(match doc.key {
         "debug_addr" => "\"127.0.0.1:5000\"",
+        "metrics_addr" => "\"127.0.0.1:9464\"",
         "redis_url" => "\"redis://127.0.0.1:6379\"",
         "models[].temperature" => "0.7",
         "models[].top_p" => "1.0",
@@ -285,6 +290,13 @@ fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
         "models[].limits.tokens_per_minute" => "200000",
         "models[].upstream_model" => "\"gpt-4o-mini\"",
         "models[].tokenizer" => "\"o200k_base\"",
+        "models[].model_path" => "\"models/gemma-3-270m-q4_k_m.gguf\"",
+        "models[].threads" => "1",
+        "models[].chat_template" => "\"{% for m in messages %}…{% endfor %}\"",
+        "limits.requests_per_minute" => "60",
+        "limits.tokens_per_minute" => "100000",
+        "limits.daily_tokens" => "2000000",
+        "limits.concurrent_streams" => "4",
         _ => return None,
     })
 }
@@ -303,6 +315,15 @@ name = \"local\"
 endpoint = \"http://127.0.0.1:11434/v1\"
 upstream_model = \"llama3.1:8b\"
 tokenizer = \"cl100k_base\"
+
+# A third: a GGUF file run in-process by llama.cpp (see the README's \"Local models\").
+[[models]]
+name = \"gemma\"
+backend = \"local\"
+model_path = \"models/gemma-3-270m-q4_k_m.gguf\"
+context_window = 4096
+max_tokens = 512
+threads = 2
 ";
 
 /// Renders `moltbot.example.toml`: every key with its description, commented defaults and two

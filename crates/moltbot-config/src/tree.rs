@@ -415,15 +415,7 @@ fn check_leaf(doc: &KeyDoc, path: &str, value: &mut Value, origins: &Origins) ->
             }
             _ => false,
         },
-        ValueKind::Enum(allowed) => {
-            if doc.key == "models[].backend" && value.as_str() == Some("local") {
-                return Err(ConfigError::invalid(
-                    path,
-                    format!("backend \"local\" is not available in this build{from}"),
-                ));
-            }
-            value.as_str().is_some_and(|s| allowed.contains(&s))
-        }
+        ValueKind::Enum(allowed) => value.as_str().is_some_and(|s| allowed.contains(&s)),
         ValueKind::StringList | ValueKind::SecretList => value
             .as_array()
             .is_some_and(|items| items.iter().all(Value::is_string)),

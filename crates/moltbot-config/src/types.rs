@@ -63,6 +63,8 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// Debug listener; refused in production.
     pub debug_addr: Option<SocketAddr>,
+    /// Own listener for `/metrics`; `None` = served on the admin listener.
+    pub metrics_addr: Option<SocketAddr>,
     /// `sqlite:…`, `postgres://…` or `postgresql://…`.
     pub database_url: String,
     /// Database password, injected into a postgres URL by the store.
@@ -77,6 +79,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Authentication.
     pub auth: AuthConfig,
+    /// Default per-key rate limits and quotas.
+    pub limits: KeyLimitsConfig,
     /// Models (`[[models]]` in TOML).
     pub models: Vec<ModelConfig>,
     /// Default tokenizer encoding for remote models.
@@ -102,8 +106,12 @@ pub struct ServerConfig {
     pub admin_allow_cidrs: Vec<IpNet>,
     /// Networks allowed to reach the debug listener.
     pub debug_allow_cidrs: Vec<IpNet>,
+    /// How many recent request summaries the debug listener keeps.
+    pub debug_requests: usize,
     /// Proxies whose `X-Forwarded-For` is trusted.
     pub trusted_proxies: Vec<IpNet>,
+    /// Origins allowed by CORS (`https://app.example.com`); empty = no cross-origin access.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -118,7 +126,9 @@ impl Default for ServerConfig {
                 IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
                 IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128)),
             ],
+            debug_requests: 100,
             trusted_proxies: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -173,13 +183,81 @@ impl Default for StoreConfig {
 }
 
 /// Authentication (`[auth]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Key that signs session tokens.
     pub jwt_secret: Option<Secret>,
     /// Earlier signing keys still accepted for verification (key rotation).
     pub jwt_previous_secrets: Vec<Secret>,
+    /// Default lifetime of access tokens (capped by the key's expiry).
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// Longest lifetime a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_token_ttl: Duration,
+    /// Tolerated clock difference for `exp`, `nbf` and `iat`.
+    #[serde(with = "humantime_serde")]
+    pub clock_leeway: Duration,
+    /// How long a looked-up API key is cached (a revocation elsewhere takes effect within this).
+    #[serde(with = "humantime_serde")]
+    pub key_cache_ttl: Duration,
+    /// Failed authentications from one client address that trigger a lockout.
+    pub lockout_threshold: u32,
+    /// Window in which failures are counted.
+    #[serde(with = "humantime_serde")]
+    pub lockout_window: Duration,
+    /// How long a locked-out address gets 429.
+    #[serde(with = "humantime_serde")]
+    pub lockout_duration: Duration,
+    /// Where `init-db` / the first `serve` writes the bootstrap admin key (mode 0600).
+    pub bootstrap_key_file: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_previous_secrets: Vec::new(),
+            token_ttl: Duration::from_secs(24 * 60 * 60),
+            max_token_ttl: Duration::from_secs(7 * 24 * 60 * 60),
+            clock_leeway: Duration::from_secs(30),
+            key_cache_ttl: Duration::from_secs(5),
+            lockout_threshold: 10,
+            lockout_window: Duration::from_secs(5 * 60),
+            lockout_duration: Duration::from_secs(15 * 60),
+            bootstrap_key_file: "./data/admin-key.txt".to_owned(),
+        }
+    }
+}
+
+/// Default per-key limits (`[limits]`); a key's own limits take precedence. Unset = unlimited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyLimitsConfig {
+    /// Requests per minute per key.
+    pub requests_per_minute: Option<u32>,
+    /// Prompt + completion tokens per minute per key.
+    pub tokens_per_minute: Option<u32>,
+    /// Tokens per key per UTC day.
+    pub daily_tokens: Option<u64>,
+    /// Streaming responses open at once per key.
+    pub concurrent_streams: Option<u32>,
+    /// Burst: a fresh key may spend this much of its per-minute rate at once.
+    #[serde(with = "humantime_serde")]
+    pub burst_window: Duration,
+}
+
+impl Default for KeyLimitsConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            daily_tokens: None,
+            concurrent_streams: None,
+            burst_window: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Config {
@@ -194,6 +272,7 @@ impl Config {
             chat_addr: SocketAddr::new(host, DEFAULT_CHAT_PORT),
             admin_addr: SocketAddr::new(host, DEFAULT_ADMIN_PORT),
             debug_addr: None,
+            metrics_addr: None,
             database_url: "sqlite://./data/moltbot.db".to_owned(),
             database_password: None,
             redis_url: None,
@@ -204,6 +283,7 @@ impl Config {
             },
             store: StoreConfig::default(),
             auth: AuthConfig::default(),
+            limits: KeyLimitsConfig::default(),
             models: Vec::new(),
             tokenizer: TOKENIZERS[0].to_owned(),
         }
@@ -227,6 +307,7 @@ impl fmt::Debug for Config {
             .field("chat_addr", &self.chat_addr)
             .field("admin_addr", &self.admin_addr)
             .field("debug_addr", &self.debug_addr)
+            .field("metrics_addr", &self.metrics_addr)
             .field("database_url", &redact_url(&self.database_url))
             .field("database_password", &self.database_password)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
@@ -234,6 +315,7 @@ impl fmt::Debug for Config {
             .field("log", &self.log)
             .field("store", &self.store)
             .field("auth", &self.auth)
+            .field("limits", &self.limits)
             .field("models", &self.models)
             .field("tokenizer", &self.tokenizer)
             .finish()

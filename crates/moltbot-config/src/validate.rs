@@ -7,7 +7,7 @@ use std::time::Duration;
 use url::{Host, Url};
 
 use crate::tree::Origins;
-use crate::{Config, ConfigError, ModelConfig, Profile, Secret};
+use crate::{BackendKind, Config, ConfigError, ModelConfig, Profile, Secret};
 
 /// Minimum recommended length of `auth.jwt_secret` in bytes.
 const MIN_JWT_SECRET_LEN: usize = 32;
@@ -61,7 +61,21 @@ pub(crate) fn validate(
                 .to_owned(),
         ));
     }
+    if config.profile == Profile::Production
+        && config
+            .auth
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < MIN_JWT_SECRET_LEN)
+    {
+        return Err(ConfigError::Rule(format!(
+            "auth.jwt_secret is shorter than {MIN_JWT_SECRET_LEN} bytes ({}); the production profile needs a \
+             random secret of at least {MIN_JWT_SECRET_LEN} bytes, e.g. `openssl rand -base64 48`",
+            origins.describe("auth.jwt_secret")
+        )));
+    }
     check_addrs(config, origins)?;
+    check_auth(config, &invalid)?;
 
     non_empty_secret("database_password", config.database_password.as_ref(), &invalid)?;
     non_empty_secret("auth.jwt_secret", config.auth.jwt_secret.as_ref(), &invalid)?;
@@ -97,10 +111,71 @@ pub(crate) fn validate(
 
 type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 
+fn check_auth(config: &Config, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
+    let a = &config.auth;
+    for (key, value) in [
+        ("auth.token_ttl", a.token_ttl),
+        ("auth.max_token_ttl", a.max_token_ttl),
+        ("auth.key_cache_ttl", a.key_cache_ttl),
+        ("auth.lockout_window", a.lockout_window),
+        ("auth.lockout_duration", a.lockout_duration),
+        ("limits.burst_window", config.limits.burst_window),
+    ] {
+        positive(key, value, invalid)?;
+    }
+    if a.token_ttl > a.max_token_ttl {
+        return Err(invalid(
+            "auth.token_ttl",
+            format!(
+                "{} is longer than auth.max_token_ttl ({})",
+                humantime::format_duration(a.token_ttl),
+                humantime::format_duration(a.max_token_ttl)
+            ),
+        ));
+    }
+    at_least_one("auth.lockout_threshold", a.lockout_threshold, invalid)?;
+    if a.bootstrap_key_file.trim().is_empty() {
+        return Err(invalid("auth.bootstrap_key_file", "must not be empty".to_owned()));
+    }
+    let l = &config.limits;
+    for (key, value) in [
+        ("limits.requests_per_minute", l.requests_per_minute),
+        ("limits.tokens_per_minute", l.tokens_per_minute),
+        ("limits.concurrent_streams", l.concurrent_streams),
+    ] {
+        if value == Some(0) {
+            return Err(invalid(
+                key,
+                "must be at least 1 (omit it for no limit)".to_owned(),
+            ));
+        }
+    }
+    if l.daily_tokens == Some(0) {
+        return Err(invalid(
+            "limits.daily_tokens",
+            "must be at least 1 (omit it for no limit)".to_owned(),
+        ));
+    }
+    for (i, origin) in config.server.cors_origins.iter().enumerate() {
+        let ok = origin == "*"
+            || url::Url::parse(origin).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https") && u.path() == "/" && !origin.ends_with('/')
+            });
+        if !ok {
+            return Err(invalid(
+                &format!("server.cors_origins[{i}]"),
+                format!("expected an origin like \"https://app.example.com\" (no path), got {origin:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_addrs(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
     let mut addrs: Vec<(&str, SocketAddr)> =
         vec![("chat_addr", config.chat_addr), ("admin_addr", config.admin_addr)];
     addrs.extend(config.debug_addr.map(|a| ("debug_addr", a)));
+    addrs.extend(config.metrics_addr.map(|a| ("metrics_addr", a)));
     for (i, (key_a, a)) in addrs.iter().enumerate() {
         for (key_b, b) in &addrs[i + 1..] {
             if a == b && a.port() != 0 {
@@ -138,6 +213,32 @@ fn at_least_one(key: &str, value: u32, invalid: &Invalid<'_>) -> Result<(), Conf
     }
 }
 
+fn check_local(i: usize, m: &ModelConfig, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("models[{i}].{k}");
+    if m.model_path.as_ref().is_none_or(|p| p.trim().is_empty()) {
+        return Err(invalid(
+            &key("model_path"),
+            format!(
+                "a local model needs model_path, a GGUF file (model \"{}\")",
+                m.name
+            ),
+        ));
+    }
+    if m.endpoint.is_some() {
+        return Err(invalid(
+            &key("endpoint"),
+            format!("a local model has no endpoint (model \"{}\")", m.name),
+        ));
+    }
+    at_least_one(&key("parallel"), m.parallel, invalid)?;
+    at_least_one(&key("batch_size"), m.batch_size, invalid)?;
+    at_least_one(&key("queue_capacity"), m.queue_capacity, invalid)?;
+    if let Some(t) = m.threads {
+        at_least_one(&key("threads"), t, invalid)?;
+    }
+    Ok(())
+}
+
 fn check_model(i: usize, m: &ModelConfig, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
     let key = |k: &str| format!("models[{i}].{k}");
     if m.name.trim().is_empty() {
@@ -147,11 +248,15 @@ fn check_model(i: usize, m: &ModelConfig, invalid: &Invalid<'_>) -> Result<(), C
         ));
     }
     let named = |message: String| format!("{message} (model \"{}\")", m.name);
-    if m.endpoint.is_none() {
-        return Err(invalid(
-            &key("endpoint"),
-            named("a remote model needs an endpoint".to_owned()),
-        ));
+    match m.backend {
+        BackendKind::Remote if m.endpoint.is_none() => {
+            return Err(invalid(
+                &key("endpoint"),
+                named("a remote model needs an endpoint".to_owned()),
+            ));
+        }
+        BackendKind::Local => check_local(i, m, invalid)?,
+        BackendKind::Remote => {}
     }
     non_empty_secret(&key("api_key"), m.api_key.as_ref(), invalid)?;
     for (j, secret) in m.api_keys.iter().enumerate() {

@@ -4,6 +4,8 @@
 use moltbot_api::{AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta, Usage};
 use serde_json::Value;
 
+use crate::backend::BackendEvent;
+
 /// Builds the chunks of one streamed completion: the role in the first delta, the same `id` and
 /// `created` on every chunk, `finish_reason` only on the last content chunk, and with `include_usage`
 /// a final chunk with `choices: []` (and `usage: null` on all the others).
@@ -106,6 +108,22 @@ pub struct ReplyCollector {
 }
 
 impl ReplyCollector {
+    /// Take one backend event into the reply.
+    pub fn absorb(&mut self, event: &BackendEvent) {
+        match event {
+            BackendEvent::Delta { content, tool_calls } => {
+                if let Some(c) = content {
+                    self.content.push_str(c);
+                }
+                if let Some(t) = tool_calls {
+                    self.push_tool_calls(t);
+                }
+            }
+            BackendEvent::Finish { reason } => self.finish_reason = Some(reason.clone()),
+            BackendEvent::Usage(u) => self.usage = Some(u.clone()),
+        }
+    }
+
     /// Merge tool-call deltas (OpenAI's shape: fragments keyed by `index`, `arguments` concatenated).
     pub fn push_tool_calls(&mut self, calls: &Value) {
         let Some(arr) = calls.as_array() else { return };

@@ -3,18 +3,23 @@
 //! and records every turn.
 
 pub mod assemble;
+pub mod auth;
 pub mod backend;
 pub mod clock;
 pub mod domain;
 pub mod history;
 pub mod ids;
+pub mod local_models;
+pub mod ratelimit;
 pub mod service;
 pub mod store;
 pub mod tokens;
 
+pub use auth::{ApiKey, ApiKeyUpdate, Credential, KeyLimits, Principal, Scope};
 pub use backend::*;
 pub use clock::*;
 pub use domain::*;
+pub use local_models::RegisteredModel;
 pub use service::*;
 pub use store::*;
 pub use tokens::*;

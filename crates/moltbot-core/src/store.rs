@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+use crate::auth::{ApiKey, ApiKeyUpdate};
 use crate::domain::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,47 @@ pub trait Store: Send + Sync + 'static {
 
     /// Usage records of an owner (newest first), for accounting and tests.
     async fn list_usage(&self, owner: &Owner, limit: u32) -> StoreResult<Vec<UsageRecord>>;
+
+    /// Prompt + completion tokens an owner used since `since` (daily quotas).
+    async fn sum_usage_tokens(&self, owner: &Owner, since: i64) -> StoreResult<u64>;
+
+    /// Store a new API key. A duplicate id or secret hash is a `Conflict`.
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;
+
+    /// Store `key` only if this database never had a bootstrap key nor any other key: `false` (and
+    /// nothing stored) otherwise. Safe against concurrent callers: exactly one can win.
+    async fn bootstrap_api_key(&self, key: &ApiKey) -> StoreResult<bool>;
+
+    /// Every key, revoked ones included, oldest first.
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
+
+    /// The key whose secret hashes to `secret_hash` (the caller still compares in constant time).
+    async fn get_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>>;
+
+    /// Change a key's name, scopes, limits or expiry; `None` if there is no such key.
+    async fn update_api_key(&self, id: &str, update: &ApiKeyUpdate) -> StoreResult<Option<ApiKey>>;
+
+    /// Revoke a key (idempotent: the first revocation time is kept). `false` if there is no such key.
+    async fn revoke_api_key(&self, id: &str, now: i64) -> StoreResult<bool>;
+
+    /// Record that a key was used at `now`.
+    async fn touch_api_key(&self, id: &str, now: i64) -> StoreResult<()>;
+
+    /// How many keys exist, revoked ones included.
+    async fn count_api_keys(&self) -> StoreResult<u64>;
+
+    /// Register a local model, replacing an earlier registration of the same name.
+    async fn upsert_model(&self, model: &crate::RegisteredModel) -> StoreResult<()>;
+
+    /// Registered local models, by name.
+    async fn list_models(&self) -> StoreResult<Vec<crate::RegisteredModel>>;
+
+    async fn get_model(&self, name: &str) -> StoreResult<Option<crate::RegisteredModel>>;
+
+    /// Whether a registration was removed.
+    async fn delete_model(&self, name: &str) -> StoreResult<bool>;
 }
 
 /// Writes that must land together (a turn's messages, its usage, later a webhook outbox row).

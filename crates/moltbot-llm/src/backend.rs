@@ -19,6 +19,7 @@ use crate::errors::{Redactor, client_error, describe, is_upstream_failure, parse
 use crate::events::completion_events;
 use crate::keys::{KeyPick, KeyRing};
 use crate::limiter::RateLimiter;
+use crate::metrics;
 use crate::retry::{backoff_delay, parse_retry_after};
 use crate::settings::RemoteSettings;
 use crate::stream::SseStream;
@@ -47,6 +48,8 @@ struct Failure {
     retry_after: Option<Duration>,
     /// The status that should cool the key used (401/403/429).
     key_status: Option<u16>,
+    /// The upstream's HTTP status, when it answered with an error status.
+    http_status: Option<u16>,
 }
 
 impl Failure {
@@ -61,6 +64,7 @@ impl Failure {
             next,
             retry_after: None,
             key_status: None,
+            http_status: None,
         }
     }
 
@@ -70,7 +74,14 @@ impl Failure {
             next: Next::Stop,
             retry_after: None,
             key_status: None,
+            http_status: None,
         }
+    }
+
+    /// The `status` label of `moltbot_upstream_requests_total`.
+    fn status_label(&self) -> String {
+        self.http_status
+            .map_or_else(|| metrics::status_label(Err(&self.error)), |s| s.to_string())
     }
 }
 
@@ -101,6 +112,7 @@ impl RemoteBackend {
         let mut url = settings.base_url.clone();
         let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
         url.set_path(&path);
+        metrics::circuit_state(&settings.name, CircuitState::Closed);
         Self {
             url,
             keys: KeyRing::new(settings.api_keys.clone()),
@@ -153,10 +165,17 @@ impl RemoteBackend {
             };
             attempt += 1;
             tracing::debug!(backend = name, attempt, key = ?key, "upstream attempt");
+            if attempt > 1 {
+                metrics::retry(name);
+            }
             let failure = match self.attempt(key, request_id, &body, deadline).await {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => {
+                    metrics::attempt(name, metrics::status_label(Ok(())));
+                    return Ok(stream);
+                }
                 Err(f) => f,
             };
+            metrics::attempt(name, failure.status_label());
             let now = Instant::now();
             if let (Some(k), Some(status)) = (key, failure.key_status) {
                 let cool = if status == 429 { failure.retry_after } else { None };
@@ -300,31 +319,36 @@ impl RemoteBackend {
             retry_after,
             message,
         };
-        match status {
+        let mut failure = match status {
             401 | 403 => Failure {
                 error,
                 next: Next::OtherKey,
                 retry_after: None,
                 key_status: Some(status),
+                http_status: None,
             },
             429 => Failure {
                 error,
                 next: Next::Retry,
                 retry_after,
                 key_status: Some(status),
+                http_status: None,
             },
             408 | 500..=599 => Failure {
                 error,
                 next: Next::Retry,
                 retry_after,
                 key_status: None,
+                http_status: None,
             },
             // A wrong endpoint path or an upstream model id the platform does not know: our
             // configuration, not the client's request. Reported as a gateway error; may fall back.
             404 | 405 => Failure::stop(error),
             400..=499 => Failure::stop(client_error(status, &body, &self.redactor)),
             _ => Failure::stop(error),
-        }
+        };
+        failure.http_status = Some(status);
+        failure
     }
 }
 
@@ -340,10 +364,10 @@ impl ChatBackend for RemoteBackend {
 
     async fn chat(&self, request: BackendRequest) -> Result<EventStream, BackendError> {
         let deadline = Instant::now() + self.settings.timeouts.total;
-        let permit = self
-            .circuit
-            .try_acquire()
-            .map_err(|retry_after| BackendError::CircuitOpen { retry_after })?;
+        let permit = self.circuit.try_acquire().map_err(|retry_after| {
+            metrics::circuit_state(self.name(), self.circuit.state());
+            BackendError::CircuitOpen { retry_after }
+        })?;
         let cost = if self.limiter.limits_tokens() {
             u64::from(request.max_tokens) + self.counter.count_messages(&request.messages) as u64
         } else {
@@ -368,6 +392,7 @@ impl ChatBackend for RemoteBackend {
         let before = self.circuit.state();
         permit.record(result.as_ref().err().is_some_and(is_upstream_failure));
         let after = self.circuit.state();
+        metrics::circuit_state(self.name(), after);
         if before != after {
             tracing::info!(
                 backend = self.settings.name.as_str(),

@@ -10,6 +10,7 @@ mod errors;
 mod events;
 mod keys;
 pub mod limiter;
+pub mod metrics;
 pub mod retry;
 mod settings;
 pub mod sse;

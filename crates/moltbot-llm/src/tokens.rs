@@ -13,11 +13,14 @@ pub enum TokenizerError {
     Load(&'static str, String),
 }
 
-/// Counts tokens with a tiktoken encoding. Each encoding is loaded once per process; clones share it.
+/// Counts tokens with a tiktoken encoding. Each encoding is loaded once per process, in the background
+/// (building the BPE tables takes a few hundred milliseconds, which should not delay readiness); a count
+/// before the load has finished waits for it. Clones share the tables.
 #[derive(Clone)]
 pub struct TiktokenCounter {
     encoding: &'static str,
-    bpe: Arc<CoreBPE>,
+    cell: &'static Loaded,
+    load: LoadFn,
 }
 
 impl std::fmt::Debug for TiktokenCounter {
@@ -36,7 +39,7 @@ static CL100K: Loaded = OnceLock::new();
 impl TiktokenCounter {
     /// `o200k_base` or `cl100k_base`.
     pub fn new(encoding: &str) -> Result<Self, TokenizerError> {
-        let (name, cell, load): (&'static str, &Loaded, LoadFn) = match encoding {
+        let (name, cell, load): (&'static str, &'static Loaded, LoadFn) = match encoding {
             "o200k_base" => ("o200k_base", &O200K, || {
                 tiktoken_rs::o200k_base().map_err(|e| e.to_string())
             }),
@@ -45,11 +48,24 @@ impl TiktokenCounter {
             }),
             other => return Err(TokenizerError::Unknown(other.to_owned())),
         };
-        let bpe = cell
-            .get_or_init(|| load().map(Arc::new))
-            .clone()
-            .map_err(|e| TokenizerError::Load(name, e))?;
-        Ok(Self { encoding: name, bpe })
+        if cell.get().is_none() {
+            std::thread::Builder::new()
+                .name(format!("tiktoken-{name}"))
+                .spawn(move || {
+                    cell.get_or_init(|| load().map(Arc::new));
+                })
+                .map_err(|e| TokenizerError::Load(name, e.to_string()))?;
+        }
+        Ok(Self {
+            encoding: name,
+            cell,
+            load,
+        })
+    }
+
+    /// The loaded tables (waiting for the background load if needed).
+    fn bpe(&self) -> Result<&Arc<CoreBPE>, &String> {
+        self.cell.get_or_init(|| (self.load)().map(Arc::new)).as_ref()
     }
 
     /// The encoding OpenAI uses for a model name: `cl100k_base` for GPT-4 / GPT-3.5 and embeddings,
@@ -69,7 +85,11 @@ impl TiktokenCounter {
 
 impl TokenCounter for TiktokenCounter {
     fn count_text(&self, text: &str) -> usize {
-        self.bpe.encode_ordinary(text).len()
+        match self.bpe() {
+            Ok(bpe) => bpe.encode_ordinary(text).len(),
+            // The tables ship inside the binary, so this does not happen; overcount rather than fail.
+            Err(_) => moltbot_core::RoughCounter.count_text(text),
+        }
     }
 }
 
@@ -101,10 +121,10 @@ mod tests {
         let msgs = [ChatMessage::text("user", "hello world")];
         assert_eq!(c.count_messages(&msgs), 3 + 3 + 1 + 2);
         let c2 = c.clone();
-        assert!(Arc::ptr_eq(&c.bpe, &c2.bpe));
+        assert!(Arc::ptr_eq(c.bpe().unwrap(), c2.bpe().unwrap()));
         assert!(Arc::ptr_eq(
-            &c.bpe,
-            &TiktokenCounter::new("o200k_base").unwrap().bpe
+            c.bpe().unwrap(),
+            TiktokenCounter::new("o200k_base").unwrap().bpe().unwrap()
         ));
     }
 

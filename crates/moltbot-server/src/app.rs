@@ -60,6 +60,10 @@ pub fn build_models(config: &Config, clock: &dyn Clock) -> anyhow::Result<ModelR
     let mut counters: HashMap<String, Arc<dyn TokenCounter>> = HashMap::new();
     let mut routes = Vec::new();
     for m in &config.models {
+        if m.backend == BackendKind::Local {
+            routes.push(crate::local::route(m, clock)?);
+            continue;
+        }
         let encoding = m.tokenizer.clone().unwrap_or_else(|| config.tokenizer.clone());
         let tokens = match counters.get(&encoding) {
             Some(c) => c.clone(),
@@ -74,6 +78,7 @@ pub fn build_models(config: &Config, clock: &dyn Clock) -> anyhow::Result<ModelR
         };
         let backend: Arc<dyn ChatBackend> = match m.backend {
             BackendKind::Remote => Arc::new(remote_backend(m, tokens.clone())?),
+            BackendKind::Local => continue,
         };
         routes.push(ModelRoute {
             name: m.name.clone(),
@@ -132,12 +137,19 @@ fn remote_backend(
 
 /// Everything `serve` needs, from a validated configuration.
 pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<AppState> {
+    // Install the metrics recorder before anything records (backends publish their circuit state).
+    crate::telemetry::install();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = open_store(&config, opts).await?;
-    let models = Arc::new(build_models(&config, clock.as_ref())?);
+    let mut routes: Vec<ModelRoute> = build_models(&config, clock.as_ref())?.iter().cloned().collect();
+    routes.extend(crate::local::registered_routes(&config, store.as_ref(), clock.as_ref()).await?);
+    let names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
+    routes.extend(crate::local::default_route(&config, &names, clock.as_ref())?);
+    let models = Arc::new(ModelRegistry::new(routes));
     if models.is_empty() {
         tracing::warn!(
-            "no model is configured: set MODEL_ENDPOINT (and API_KEY) or add [[models]] to moltbot.toml; \
+            "no model is configured: set MODEL_ENDPOINT (and API_KEY), add [[models]] to moltbot.toml, \
+             or run `make model` for the embedded local default; \
              chat requests will get 404 model_not_found"
         );
     }
@@ -147,8 +159,11 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         clock.clone(),
         config.store.record_exchanges,
     ));
+    let auth = Arc::new(crate::auth::Auth::new(&config, store.clone(), clock.clone()));
     Ok(AppState {
+        auth,
         body_limit: config.server.body_limit_bytes,
+        telemetry: crate::telemetry::Telemetry::new(config.server.debug_requests),
         config: Arc::new(config),
         store,
         chat,

@@ -40,6 +40,24 @@ pub enum ApiError {
         message: String,
         retry_after: Option<Duration>,
     },
+    /// 401: credentials missing or not accepted (the message never says which part was wrong).
+    Unauthorized {
+        message: String,
+        code: &'static str,
+    },
+    /// 403: authenticated, but the credential lacks a scope.
+    Forbidden {
+        message: String,
+        code: &'static str,
+    },
+    /// 429: a rate limit, quota or lockout. `retry: false` adds `x-should-retry: false`.
+    TooManyRequests {
+        kind: &'static str,
+        message: String,
+        code: &'static str,
+        retry_after: Option<Duration>,
+        retry: bool,
+    },
 }
 
 impl ApiError {
@@ -71,6 +89,9 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Backend(e) => match e {
                 BackendError::InvalidRequest { .. }
                 | BackendError::ContextLength(_)
@@ -89,7 +110,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::Unavailable { retry_after, .. } => *retry_after,
+            ApiError::Unavailable { retry_after, .. } | ApiError::TooManyRequests { retry_after, .. } => {
+                *retry_after
+            }
             ApiError::Backend(BackendError::CircuitOpen { retry_after })
             | ApiError::Backend(BackendError::Overloaded { retry_after }) => Some(*retry_after),
             ApiError::Backend(BackendError::Status {
@@ -137,6 +160,12 @@ impl ApiError {
             ApiError::Unavailable { message, .. } => {
                 ErrorEnvelope::new("server_error", message.clone(), None, Some("service_unavailable"))
             }
+            ApiError::Unauthorized { message, code } | ApiError::Forbidden { message, code } => {
+                ErrorEnvelope::new("invalid_request_error", message.clone(), None, Some(code))
+            }
+            ApiError::TooManyRequests {
+                kind, message, code, ..
+            } => ErrorEnvelope::new(kind, message.clone(), None, Some(code)),
             ApiError::Backend(e) => backend_envelope(e, &rid),
         }
     }
@@ -255,6 +284,10 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status(), body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let ApiError::TooManyRequests { retry: false, .. } = &self {
+            resp.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
+        }
         if let Some(d) = self.retry_after() {
             let secs = d.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {

@@ -15,7 +15,6 @@ use moltbot_core::StoredResponse;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::principal::Principal;
 use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
@@ -39,7 +38,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let owner = req
         .extensions()
-        .get::<Principal>()
+        .get::<moltbot_core::Principal>()
         .map(|p| p.owner().to_owned())
         .unwrap_or_default();
     let (parts, body) = req.into_parts();
@@ -80,8 +79,14 @@ enum Claim {
 
 async fn claim(state: &AppState, owner: &str, key: &str, hash: &str) -> Result<Claim, ApiError> {
     let now = state.clock.now_secs();
+    let ttl = state.config.store.idempotency_ttl.as_secs() as i64;
     for _ in 0..2 {
         if let Some(rec) = state.store.get_idempotency(owner, key).await? {
+            if rec.created_at + ttl < now {
+                // Expired (the periodic purge has not run yet): the key is free again.
+                state.store.release_idempotency(owner, key).await?;
+                continue;
+            }
             if rec.request_hash != hash {
                 return Err(ApiError::Conflict {
                     message: "This Idempotency-Key was already used with a different request.".into(),
@@ -203,6 +208,21 @@ impl Drop for ReleaseOnDrop {
         let (owner, key) = (std::mem::take(&mut self.owner), std::mem::take(&mut self.key));
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move { release(&state, &owner, &key).await });
+        }
+    }
+}
+
+/// Delete expired idempotency records now and then (records older than `store.idempotency_ttl`).
+pub async fn purge_loop(state: AppState) {
+    let ttl = state.config.store.idempotency_ttl;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let before = state.clock.now_secs() - ttl.as_secs() as i64;
+        match state.store.purge_idempotency(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(purged = n, "expired idempotency keys removed"),
+            Err(e) => tracing::warn!(error = %e, "could not purge idempotency keys"),
         }
     }
 }

@@ -4,21 +4,27 @@
 //! Tests start the real server with [`serve`] on `127.0.0.1:0` listeners and their own shutdown future.
 
 pub mod app;
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod listeners;
+pub mod local;
 pub mod logging;
 pub mod middleware;
 pub mod principal;
 pub mod routes;
+pub mod security;
 pub mod state;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use moltbot_core::Scope;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -29,10 +35,15 @@ pub use state::{AppState, Readiness};
 /// The dialog service (public listener).
 pub fn chat_router(state: AppState) -> Router {
     let timeout = state.config.server.request_timeout;
+    let trusted = Arc::new(state.config.server.trusted_proxies.clone());
     Router::new()
-        .merge(routes::chat::router())
+        .merge(routes::chat::router().route_layer(from_fn_with_state(Scope::Chat, auth::require_scope)))
         .merge(routes::models::router())
-        .merge(routes::conversations::router())
+        .merge(routes::token::router())
+        .merge(
+            routes::conversations::router()
+                .route_layer(from_fn_with_state(Scope::Conversations, auth::require_scope)),
+        )
         .merge(routes::health::router())
         .merge(routes::openapi::router())
         .fallback(routes::not_found)
@@ -40,9 +51,22 @@ pub fn chat_router(state: AppState) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(panic_response))
+                .layer(from_fn_with_state(trusted, security::headers))
                 .layer(axum::middleware::from_fn(middleware::request_context))
+                .layer(axum::middleware::from_fn_with_state(
+                    telemetry::HttpMeter {
+                        listener: "chat",
+                        recent: Some(state.telemetry.recent.clone()),
+                    },
+                    telemetry::track,
+                ))
+                .option_layer(security::cors(&state.config.server.cors_origins))
                 .layer(axum::middleware::from_fn(
                     move |req, next: axum::middleware::Next| middleware::timeout(timeout, next.run(req)),
+                ))
+                .layer(from_fn_with_state(
+                    (state.clone(), auth::Policy::CHAT),
+                    auth::layer,
                 ))
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
@@ -53,20 +77,75 @@ pub fn chat_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The admin listener: health and readiness now; the console, admin API and metrics mount here.
+/// The admin listener: health, readiness and `/metrics` (unless `metrics_addr` gives it its own
+/// listener); the console and admin API mount here.
 pub fn admin_router(state: AppState) -> Router {
     let allow = Arc::new(state.config.server.admin_allow_cidrs.clone());
-    Router::new()
+    let trusted = Arc::new(state.config.server.trusted_proxies.clone());
+    let mut router = Router::new()
         .merge(routes::health::router())
+        .merge(routes::admin_keys::router());
+    if state.config.metrics_addr.is_none() {
+        // `metrics` scope, or a scraper inside a non-empty admin CIDR allowlist.
+        router = router.merge(
+            routes::metrics::router().route_layer(from_fn_with_state(state.clone(), auth::require_metrics)),
+        );
+    }
+    router
+        .fallback(routes::not_found)
+        .layer(
+            ServiceBuilder::new()
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(from_fn_with_state(trusted, security::headers))
+                .layer(axum::middleware::from_fn(middleware::request_context))
+                .layer(axum::middleware::from_fn_with_state(
+                    telemetry::HttpMeter {
+                        listener: "admin",
+                        recent: None,
+                    },
+                    telemetry::track,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    allow,
+                    middleware::cidr_allowlist,
+                ))
+                .layer(from_fn_with_state(
+                    (state.clone(), auth::Policy::ADMIN),
+                    auth::layer,
+                )),
+        )
+        .with_state(state)
+}
+
+/// The `metrics_addr` listener: `/metrics` only, behind the admin CIDR allowlist.
+pub fn metrics_router(state: AppState) -> Router {
+    let allow = Arc::new(state.config.server.admin_allow_cidrs.clone());
+    let trusted = Arc::new(state.config.server.trusted_proxies.clone());
+    Router::new()
+        .merge(
+            routes::metrics::router().route_layer(from_fn_with_state(state.clone(), auth::require_metrics)),
+        )
         .fallback(routes::not_found)
         .layer(
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(axum::middleware::from_fn(middleware::request_context))
                 .layer(axum::middleware::from_fn_with_state(
+                    telemetry::HttpMeter {
+                        listener: "metrics",
+                        recent: None,
+                    },
+                    telemetry::track,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
                     allow,
                     middleware::cidr_allowlist,
-                )),
+                ))
+                .layer(from_fn_with_state(
+                    (state.clone(), auth::Policy::ADMIN),
+                    auth::layer,
+                ))
+                .layer(from_fn_with_state(trusted, security::headers)),
         )
         .with_state(state)
 }

@@ -24,6 +24,8 @@ pub struct Listeners {
     pub chat: TcpListener,
     pub admin: TcpListener,
     pub debug: Option<TcpListener>,
+    /// `/metrics` on its own address (`metrics_addr`); see [`Listeners::with_metrics`].
+    pub metrics: Option<TcpListener>,
 }
 
 /// The addresses actually bound (port 0 resolved), written to `--ready-file`.
@@ -32,6 +34,8 @@ pub struct BoundAddrs {
     pub chat_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub debug_addr: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<SocketAddr>,
     pub pid: u32,
 }
 
@@ -64,7 +68,20 @@ impl Listeners {
             Some(a) => Some(bind_one("debug", a).await?),
             None => None,
         };
-        Ok(Self { chat, admin, debug })
+        Ok(Self {
+            chat,
+            admin,
+            debug,
+            metrics: None,
+        })
+    }
+
+    /// Also bind the `metrics_addr` listener, when configured.
+    pub async fn with_metrics(mut self, addr: Option<SocketAddr>) -> Result<Self, BindError> {
+        if let Some(a) = addr {
+            self.metrics = Some(bind_one("metrics", a).await?);
+        }
+        Ok(self)
     }
 
     pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
@@ -72,6 +89,7 @@ impl Listeners {
             chat_addr: self.chat.local_addr()?,
             admin_addr: self.admin.local_addr()?,
             debug_addr: self.debug.as_ref().map(TcpListener::local_addr).transpose()?,
+            metrics_addr: self.metrics.as_ref().map(TcpListener::local_addr).transpose()?,
             pid: std::process::id(),
         })
     }
@@ -102,6 +120,10 @@ pub async fn serve(
             "the debug listener is enabled (development only)");
         spawn(&mut servers, l, crate::debug_router(state.clone()));
     }
+    if let Some(l) = listeners.metrics {
+        spawn(&mut servers, l, crate::metrics_router(state.clone()));
+    }
+    let purge = tokio::spawn(crate::idempotency::purge_loop(state.clone()));
     state.readiness.set_listening();
     tracing::info!(chat_addr = %addrs.chat_addr, admin_addr = %addrs.admin_addr, "moltbot is ready");
     if let Some(path) = &ready_file {
@@ -135,6 +157,7 @@ pub async fn serve(
         tracing::warn!("shutdown grace expired; closing the remaining connections");
         servers.abort_all();
     }
+    purge.abort();
     tracing::info!("moltbot stopped");
     Ok(())
 }

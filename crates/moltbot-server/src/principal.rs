@@ -1,24 +1,22 @@
-//! Who is calling. Until API keys and JWTs are configured every caller is the anonymous principal,
-//! whose records are owned by `""`; the access-control layer replaces this extractor's source.
+//! Who is calling: the [`moltbot_core::Principal`] the authentication layer put into the request's
+//! extensions. Records are owned by the principal's API key id.
+
+use std::ops::Deref;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
 use crate::error::ApiError;
 
+/// Extractor for the authenticated caller; 401 if the authentication layer did not run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    owner: String,
-}
+pub struct Principal(pub moltbot_core::Principal);
 
-impl Principal {
-    pub fn anonymous() -> Self {
-        Self { owner: String::new() }
-    }
+impl Deref for Principal {
+    type Target = moltbot_core::Principal;
 
-    /// The owner id records are scoped to.
-    pub fn owner(&self) -> &str {
-        &self.owner
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
@@ -26,10 +24,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
+        parts
             .extensions
-            .get::<Principal>()
+            .get::<moltbot_core::Principal>()
             .cloned()
-            .unwrap_or_else(Principal::anonymous))
+            .map(Principal)
+            .ok_or_else(|| crate::auth::AuthError::Missing.into())
     }
 }

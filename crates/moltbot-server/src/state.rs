@@ -6,14 +6,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use moltbot_config::Config;
 use moltbot_core::{ChatService, Clock, Store};
 
+use crate::telemetry::Telemetry;
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    /// Access control: key lookups, token verification, rate limits, lockouts.
+    pub auth: Arc<crate::auth::Auth>,
     pub store: Arc<dyn Store>,
     pub chat: Arc<ChatService>,
     pub clock: Arc<dyn Clock>,
     pub readiness: Arc<Readiness>,
     pub body_limit: usize,
+    /// Metrics handles and the recent-request log.
+    pub telemetry: Telemetry,
 }
 
 /// `/ready`: this process can serve — listeners up, not draining (the database is pinged per request).

@@ -119,7 +119,12 @@ async fn malformed_bodies() {
         "no bad request reached the upstream"
     );
     assert!(
-        srv.state.store.list_usage("", 10).await.unwrap().is_empty(),
+        srv.state
+            .store
+            .list_usage(&srv.key_id, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "nothing stored"
     );
     srv.stop().await;
@@ -290,6 +295,9 @@ async fn idempotency_key_reuse_with_another_body_is_409() {
         Some("idempotency_key_reused"),
     );
     assert_eq!(fake.chat_requests().len(), 1, "one turn, not three");
-    assert_eq!(srv.state.store.list_usage("", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        srv.state.store.list_usage(&srv.key_id, 10).await.unwrap().len(),
+        1
+    );
     srv.stop().await;
 }

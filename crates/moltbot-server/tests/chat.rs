@@ -60,7 +60,7 @@ async fn non_streaming_completion_is_answered_and_recorded() {
     assert_eq!(items[1].content, "Hello there, friend.");
     assert_eq!(items[1].meta.backend.as_deref(), Some("gpt-test"));
     assert!(items[1].meta.usage.is_some());
-    let usage = srv.state.store.list_usage("", 10).await.unwrap();
+    let usage = srv.state.store.list_usage(&srv.key_id, 10).await.unwrap();
     assert_eq!(usage.len(), 1);
     assert_eq!(usage[0].outcome, "ok");
     srv.stop().await;
@@ -288,12 +288,37 @@ async fn mid_stream_failure_is_one_error_event_then_the_end() {
         )
         .await;
     assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-moltbot-conversation"].to_str().unwrap().to_owned();
     let data = sse_data(&r.text().await.unwrap());
     let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
     assert!(last["error"]["message"].is_string(), "{data:?}");
     assert!(!data.iter().any(|d| d == "[DONE]"));
     assert_eq!(data.iter().filter(|d| d.contains("\"error\"")).count(), 1);
     assert_eq!(fake.chat_requests().len(), 1, "no retry after the first byte");
+    let received: String = data[..data.len() - 1]
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .collect();
+    // The turn is recorded as failed: the user message and the partial reply the client saw.
+    let (items, _) = srv
+        .state
+        .store
+        .list_messages(
+            &conv,
+            &ItemQuery {
+                after: None,
+                limit: 10,
+                ascending: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0].status, MessageStatus::Failed);
+    assert_eq!(items[1].status, MessageStatus::Failed);
+    assert_eq!(items[1].content, received);
+    assert!(!received.is_empty());
     srv.stop().await;
 }
 

@@ -321,7 +321,7 @@ async fn recording_can_be_turned_off_but_usage_is_kept() {
         .await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().get("x-moltbot-conversation").is_none());
-    let usage = srv.state.store.list_usage("", 10).await.unwrap();
+    let usage = srv.state.store.list_usage(&srv.key_id, 10).await.unwrap();
     assert_eq!(usage.len(), 1);
     assert!(usage[0].conversation_id.is_none());
     srv.stop().await;
@@ -347,7 +347,10 @@ async fn a_stored_conversation_survives_a_restart() {
     srv.shutdown();
     let _ = (&mut srv.handle).await;
     let dir = std::mem::replace(&mut srv.dir, tempfile::tempdir().unwrap());
-    let srv2 = start_config(cfg, dir).await;
+    let secret = srv.secret.clone();
+    let mut srv2 = start_config(cfg, dir).await;
+    // The same key, from the database, after the restart: it owns the conversation.
+    srv2.http = client(&secret);
     let (s, _) = srv2
         .chat(json!({"model": "gpt-test", "conversation": id, "messages": [user("again")]}))
         .await;

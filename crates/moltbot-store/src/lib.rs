@@ -14,7 +14,10 @@
 
 mod connect;
 mod error;
+mod keys;
+pub mod metrics;
 mod migrate;
+mod models;
 mod rows;
 mod store;
 mod tx;

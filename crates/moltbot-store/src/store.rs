@@ -2,13 +2,14 @@
 
 use async_trait::async_trait;
 use moltbot_core::{
-    Conversation, IdempotencyRecord, ItemQuery, Owner, SchemaStatus, Store, StoreError, StoreResult, StoreTx,
-    StoredMessage, StoredResponse, UsageRecord,
+    ApiKey, ApiKeyUpdate, Conversation, IdempotencyRecord, ItemQuery, Owner, SchemaStatus, Store, StoreError,
+    StoreResult, StoreTx, StoredMessage, StoredResponse, UsageRecord,
 };
 use serde_json::{Map, Value};
 use sqlx::AnyPool;
 
 use crate::error::db_err;
+use crate::metrics::QueryTimer;
 use crate::rows::{self, CONVERSATION_COLUMNS, IDEMPOTENCY_COLUMNS, MESSAGE_COLUMNS, USAGE_COLUMNS};
 use crate::tx::SqlTx;
 use crate::{Backend, StoreOptions, connect, migrate};
@@ -49,6 +50,7 @@ impl Store for SqlStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        let _timer = QueryTimer::start("ping");
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
@@ -57,14 +59,17 @@ impl Store for SqlStore {
     }
 
     async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        let _timer = QueryTimer::start("schema_status");
         migrate::schema_status(&self.pool, self.backend).await
     }
 
     async fn migrate(&self) -> StoreResult<SchemaStatus> {
+        let _timer = QueryTimer::start("migrate");
         migrate::migrate(&self.pool, self.backend).await
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
+        let _timer = QueryTimer::start("begin");
         let tx = match self.backend {
             // Take the write lock up front: a deferred transaction that reads and then writes can fail
             // with SQLITE_BUSY on the upgrade without waiting for `busy_timeout`.
@@ -76,6 +81,7 @@ impl Store for SqlStore {
     }
 
     async fn get_conversation(&self, owner: &Owner, id: &str) -> StoreResult<Option<Conversation>> {
+        let _timer = QueryTimer::start("get_conversation");
         let sql = format!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND owner = $2");
         let row = sqlx::query(&sql)
             .bind(id)
@@ -92,6 +98,7 @@ impl Store for SqlStore {
         id: &str,
         metadata: Map<String, Value>,
     ) -> StoreResult<Option<Conversation>> {
+        let _timer = QueryTimer::start("update_conversation_metadata");
         let sql = format!(
             "UPDATE conversations SET metadata = $1 WHERE id = $2 AND owner = $3 RETURNING {CONVERSATION_COLUMNS}"
         );
@@ -106,6 +113,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_conversation(&self, owner: &Owner, id: &str) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("delete_conversation");
         let done = sqlx::query("DELETE FROM conversations WHERE id = $1 AND owner = $2")
             .bind(id)
             .bind(owner)
@@ -120,6 +128,7 @@ impl Store for SqlStore {
         owner: &Owner,
         tip_hash: &str,
     ) -> StoreResult<Option<Conversation>> {
+        let _timer = QueryTimer::start("find_conversation_by_tip");
         let sql = format!(
             "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE owner = $1 AND tip_hash = $2 \
              ORDER BY created_at DESC, id DESC LIMIT 1"
@@ -138,6 +147,7 @@ impl Store for SqlStore {
         conversation_id: &str,
         query: &ItemQuery,
     ) -> StoreResult<(Vec<StoredMessage>, bool)> {
+        let _timer = QueryTimer::start("list_messages");
         let after_seq = match &query.after {
             None => None,
             Some(after) => {
@@ -180,6 +190,7 @@ impl Store for SqlStore {
     }
 
     async fn context_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<StoredMessage>> {
+        let _timer = QueryTimer::start("context_messages");
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
              WHERE conversation_id = $1 AND status IN ('completed', 'truncated') \
@@ -203,6 +214,7 @@ impl Store for SqlStore {
         conversation_id: &str,
         message_id: &str,
     ) -> StoreResult<Option<StoredMessage>> {
+        let _timer = QueryTimer::start("get_message");
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND id = $2");
         let row = sqlx::query(&sql)
             .bind(conversation_id)
@@ -214,6 +226,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_message(&self, conversation_id: &str, message_id: &str) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("delete_message");
         let done = sqlx::query("DELETE FROM messages WHERE conversation_id = $1 AND id = $2")
             .bind(conversation_id)
             .bind(message_id)
@@ -224,6 +237,7 @@ impl Store for SqlStore {
     }
 
     async fn get_idempotency(&self, owner: &Owner, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
+        let _timer = QueryTimer::start("get_idempotency");
         let sql = format!("SELECT {IDEMPOTENCY_COLUMNS} FROM idempotency_keys WHERE owner = $1 AND key = $2");
         let row = sqlx::query(&sql)
             .bind(owner)
@@ -241,6 +255,7 @@ impl Store for SqlStore {
         request_hash: &str,
         now: i64,
     ) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("claim_idempotency");
         let done = sqlx::query(
             "INSERT INTO idempotency_keys (owner, key, request_hash, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT DO NOTHING",
@@ -261,6 +276,7 @@ impl Store for SqlStore {
         key: &str,
         response: &StoredResponse,
     ) -> StoreResult<()> {
+        let _timer = QueryTimer::start("complete_idempotency");
         let done = sqlx::query(
             "UPDATE idempotency_keys SET status = $1, content_type = $2, body = $3, headers = $4 \
              WHERE owner = $5 AND key = $6",
@@ -281,6 +297,7 @@ impl Store for SqlStore {
     }
 
     async fn release_idempotency(&self, owner: &Owner, key: &str) -> StoreResult<()> {
+        let _timer = QueryTimer::start("release_idempotency");
         sqlx::query("DELETE FROM idempotency_keys WHERE owner = $1 AND key = $2")
             .bind(owner)
             .bind(key)
@@ -291,6 +308,7 @@ impl Store for SqlStore {
     }
 
     async fn purge_idempotency(&self, before: i64) -> StoreResult<u64> {
+        let _timer = QueryTimer::start("purge_idempotency");
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(before)
             .execute(&self.pool)
@@ -300,6 +318,7 @@ impl Store for SqlStore {
     }
 
     async fn list_usage(&self, owner: &Owner, limit: u32) -> StoreResult<Vec<UsageRecord>> {
+        let _timer = QueryTimer::start("list_usage");
         let sql = format!(
             "SELECT {USAGE_COLUMNS} FROM usage_records WHERE owner = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
         );
@@ -310,5 +329,75 @@ impl Store for SqlStore {
             .await
             .map_err(db_err)?;
         rows.iter().map(rows::usage).collect()
+    }
+
+    async fn sum_usage_tokens(&self, owner: &Owner, since: i64) -> StoreResult<u64> {
+        let _timer = QueryTimer::start("sum_usage_tokens");
+        self.usage_tokens_since(owner, since).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        let _timer = QueryTimer::start("create_api_key");
+        self.key_create(key).await
+    }
+
+    async fn bootstrap_api_key(&self, key: &ApiKey) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("bootstrap_api_key");
+        self.key_bootstrap(key).await
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        let _timer = QueryTimer::start("list_api_keys");
+        self.key_list().await
+    }
+
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        let _timer = QueryTimer::start("get_api_key");
+        self.key_get("id", id).await
+    }
+
+    async fn get_api_key_by_hash(&self, secret_hash: &str) -> StoreResult<Option<ApiKey>> {
+        let _timer = QueryTimer::start("get_api_key_by_hash");
+        self.key_get("secret_hash", secret_hash).await
+    }
+
+    async fn update_api_key(&self, id: &str, update: &ApiKeyUpdate) -> StoreResult<Option<ApiKey>> {
+        let _timer = QueryTimer::start("update_api_key");
+        self.key_update(id, update).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("revoke_api_key");
+        self.key_revoke(id, now).await
+    }
+
+    async fn touch_api_key(&self, id: &str, now: i64) -> StoreResult<()> {
+        let _timer = QueryTimer::start("touch_api_key");
+        self.key_touch(id, now).await
+    }
+
+    async fn count_api_keys(&self) -> StoreResult<u64> {
+        let _timer = QueryTimer::start("count_api_keys");
+        self.key_count().await
+    }
+
+    async fn upsert_model(&self, model: &moltbot_core::RegisteredModel) -> StoreResult<()> {
+        let _timer = QueryTimer::start("upsert_model");
+        self.model_upsert(model).await
+    }
+
+    async fn list_models(&self) -> StoreResult<Vec<moltbot_core::RegisteredModel>> {
+        let _timer = QueryTimer::start("list_models");
+        self.model_list().await
+    }
+
+    async fn get_model(&self, name: &str) -> StoreResult<Option<moltbot_core::RegisteredModel>> {
+        let _timer = QueryTimer::start("get_model");
+        self.model_get(name).await
+    }
+
+    async fn delete_model(&self, name: &str) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("delete_model");
+        self.model_delete(name).await
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use sqlx::{Any, Transaction};
 
 use crate::error::db_err;
+use crate::metrics::QueryTimer;
 use crate::rows;
 
 pub(crate) struct SqlTx {
@@ -29,6 +30,7 @@ impl StoreTx for SqlTx {
         metadata: Map<String, Value>,
         now: i64,
     ) -> StoreResult<Conversation> {
+        let _timer = QueryTimer::start("tx.create_conversation");
         let id = ids::conversation_id();
         sqlx::query(
             "INSERT INTO conversations (id, owner, created_at, metadata, next_seq) VALUES ($1, $2, $3, $4, 0)",
@@ -54,6 +56,7 @@ impl StoreTx for SqlTx {
         messages: &[NewMessage],
         now: i64,
     ) -> StoreResult<Vec<StoredMessage>> {
+        let _timer = QueryTimer::start("tx.append_messages");
         let count = i64::try_from(messages.len()).map_err(|e| StoreError::Database(e.to_string()))?;
         // Reserve seq range (end - count, end]: a row lock on PostgreSQL; SQLite has one writer at a time.
         // UNIQUE(conversation_id, seq) is the backstop; a violation surfaces as `Conflict`.
@@ -110,6 +113,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn set_message_status(&mut self, message_id: &str, status: MessageStatus) -> StoreResult<()> {
+        let _timer = QueryTimer::start("tx.set_message_status");
         let done = sqlx::query("UPDATE messages SET status = $1 WHERE id = $2")
             .bind(status.as_str())
             .bind(message_id)
@@ -123,6 +127,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn set_conversation_tip(&mut self, conversation_id: &str, tip_hash: &str) -> StoreResult<()> {
+        let _timer = QueryTimer::start("tx.set_conversation_tip");
         let done = sqlx::query("UPDATE conversations SET tip_hash = $1 WHERE id = $2")
             .bind(tip_hash)
             .bind(conversation_id)
@@ -136,6 +141,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn insert_usage(&mut self, usage: &UsageRecord) -> StoreResult<()> {
+        let _timer = QueryTimer::start("tx.insert_usage");
         sqlx::query(
             "INSERT INTO usage_records (id, owner, conversation_id, request_id, model, backend, prompt_tokens, \
              completion_tokens, latency_ms, outcome, created_at) \
@@ -159,6 +165,7 @@ impl StoreTx for SqlTx {
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {
+        let _timer = QueryTimer::start("tx.commit");
         self.tx.commit().await.map_err(db_err)
     }
 }

@@ -238,6 +238,14 @@ fn record(shared: &Shared, method: &str, path: &str, headers: &HeaderMap, body: 
 
 async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let _ = record(&shared, "GET", "/v1/models", &headers, &Value::Null);
+    // The default script's error statuses apply here too (a wrong key or a quota is per account).
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(err) = lock(&shared.default_script).error_for(key) {
+        return error_response(err);
+    }
     let data: Vec<Value> = shared
         .models
         .iter()

@@ -41,7 +41,9 @@ fn example_toml_loads_and_validates() {
     let c = loaded.config;
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     let names: Vec<&str> = c.models.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["gpt-4o-mini", "local"]);
+    assert_eq!(names, ["gpt-4o-mini", "local", "gemma"]);
+    assert_eq!(c.models[2].backend, crate::BackendKind::Local);
+    assert_eq!(c.models[2].threads, Some(2));
     assert_eq!(c.models[0].fallbacks, ["local"]);
     assert_eq!(
         Config {

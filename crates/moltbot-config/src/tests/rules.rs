@@ -100,10 +100,14 @@ fn model_checks() {
     let msg = models_err("[[models]]\nendpoint = \"https://a.example/v1\"\n");
     assert_contains(&msg, "\"models[0].name\": every model needs a non-empty name");
     let msg = models_err(&format!("{MODEL_A}backend = \"local\"\n"));
-    assert_contains(
-        &msg,
-        "invalid value for \"models[0].backend\": backend \"local\" is not available in this build (in ",
-    );
+    assert_contains(&msg, "\"models[0].model_path\": a local model needs model_path");
+    let msg = models_err(&format!(
+        "{MODEL_A}backend = \"local\"\nmodel_path = \"m.gguf\"\n"
+    ));
+    assert_contains(&msg, "\"models[0].endpoint\": a local model has no endpoint");
+    let msg =
+        models_err("[[models]]\nname = \"l\"\nbackend = \"local\"\nmodel_path = \"m.gguf\"\nparallel = 0\n");
+    assert_contains(&msg, "\"models[0].parallel\": must be at least 1");
     let msg = models_err(&format!("{MODEL_A}[models.retry]\nmax_attempts = 0\n"));
     assert_contains(&msg, "\"models[0].retry.max_attempts\": must be at least 1");
     let msg = models_err(&format!("{MODEL_A}[models.circuit]\nfailure_threshold = 0\n"));
@@ -160,6 +164,69 @@ fn production_refuses_debug_listener() {
 fn production_requires_a_jwt_secret() {
     let msg = load_err(env_opts(&[("MOLTBOT_PROFILE", "production")])).to_string();
     assert_contains(&msg, "auth.jwt_secret is required in the production profile");
+}
+
+#[test]
+fn production_refuses_a_short_jwt_secret() {
+    let msg = load_err(env_opts(&[
+        ("MOLTBOT_PROFILE", "production"),
+        ("MOLTBOT_AUTH__JWT_SECRET", "too-short-secret"),
+    ]))
+    .to_string();
+    assert_contains(&msg, "auth.jwt_secret is shorter than 32 bytes");
+    assert_contains(&msg, "MOLTBOT_AUTH__JWT_SECRET");
+    assert!(!msg.contains("too-short-secret"), "{msg}");
+    let dev = load_ok(env_opts(&[("MOLTBOT_AUTH__JWT_SECRET", "too-short-secret")]));
+    assert!(dev.warnings.iter().any(|w| w.contains("shorter than 32 bytes")));
+}
+
+#[test]
+fn auth_and_limit_rules() {
+    let msg = load_err(env_opts(&[("MOLTBOT_LIMITS__REQUESTS_PER_MINUTE", "0")])).to_string();
+    assert_contains(&msg, "\"limits.requests_per_minute\": must be at least 1");
+    let msg = load_err(env_opts(&[("MOLTBOT_AUTH__TOKEN_TTL", "30days")])).to_string();
+    assert_contains(&msg, "longer than auth.max_token_ttl");
+    let msg = load_err(env_opts(&[("MOLTBOT_AUTH__LOCKOUT_THRESHOLD", "0")])).to_string();
+    assert_contains(&msg, "auth.lockout_threshold");
+    let msg = load_err(env_opts(&[(
+        "MOLTBOT_SERVER__CORS_ORIGINS",
+        "[\"https://app.example.com/path\"]",
+    )]))
+    .to_string();
+    assert_contains(&msg, "server.cors_origins[0]");
+    let ok = load_ok(env_opts(&[
+        ("MOLTBOT_SERVER__CORS_ORIGINS", "[\"https://app.example.com\"]"),
+        ("MOLTBOT_LIMITS__DAILY_TOKENS", "5000000000"),
+    ]))
+    .config;
+    assert_eq!(ok.server.cors_origins, ["https://app.example.com"]);
+    assert_eq!(ok.limits.daily_tokens, Some(5_000_000_000));
+}
+
+#[test]
+fn bootstrap_admin_key_comes_from_env_or_file() {
+    let key = "mb_0123456789abcdef0123456789abcdef01234567";
+    let loaded = load_ok(env_opts(&[("MOLTBOT_BOOTSTRAP_ADMIN_KEY", key)]));
+    assert_eq!(loaded.bootstrap_admin_key.as_ref().map(|s| s.expose()), Some(key));
+    assert_eq!(loaded.config, Config::default(), "not a config key");
+    let dir = Dir::new();
+    let path = dir.write("admin-key", &format!("{key}\n"));
+    let mut opts = dir.opts();
+    opts.env = env(&[("MOLTBOT_BOOTSTRAP_ADMIN_KEY_FILE", path.to_str().unwrap())]);
+    assert_eq!(
+        load_ok(opts).bootstrap_admin_key.as_ref().map(|s| s.expose()),
+        Some(key)
+    );
+    let msg = load_err(env_opts(&[("MOLTBOT_BOOTSTRAP_ADMIN_KEY", "hunter2")])).to_string();
+    assert_contains(&msg, "MOLTBOT_BOOTSTRAP_ADMIN_KEY: expected `mb_`");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    let msg = load_err(env_opts(&[
+        ("MOLTBOT_BOOTSTRAP_ADMIN_KEY", key),
+        ("MOLTBOT_BOOTSTRAP_ADMIN_KEY_FILE", "/x"),
+    ]))
+    .to_string();
+    assert_contains(&msg, "both set");
+    assert!(load_ok(LoadOptions::default()).bootstrap_admin_key.is_none());
 }
 
 #[test]

@@ -95,7 +95,8 @@ impl TurnRecorder {
     /// The generation failed before producing a reply: the user's messages are marked failed.
     pub async fn fail(mut self) {
         let Some(init) = self.init.take() else { return };
-        if let Err(e) = write_failure(init, &self.backend).await {
+        let partial = std::mem::take(&mut self.delivered);
+        if let Err(e) = write_failure(init, &self.backend, partial).await {
             tracing::error!(error = %e, "could not record a failed turn");
         }
     }
@@ -165,7 +166,36 @@ async fn write_turn(
                 .await?;
         }
     }
-    tx.insert_usage(&UsageRecord {
+    let result = if outcome.truncated { "cancelled" } else { "ok" };
+    tx.insert_usage(&usage_record(&init, backend, &usage, result, now))
+        .await?;
+    tx.commit().await
+}
+
+/// The user's messages are marked failed; a reply that failed mid-stream is kept for the record, also
+/// marked failed, so neither is ever sent as context again.
+async fn write_failure(init: RecorderInit, backend: &str, partial: String) -> Result<(), StoreError> {
+    let now = init.clock.now_secs();
+    let mut tx = init.store.begin().await?;
+    for id in &init.pending_ids {
+        tx.set_message_status(id, MessageStatus::Failed).await?;
+    }
+    if let Some(conv) = init.conversation_id.as_ref().filter(|_| !partial.is_empty()) {
+        let mut reply = NewMessage::new(Role::Assistant, partial, MessageStatus::Failed);
+        reply.meta.model = Some(init.model.clone());
+        reply.meta.backend = Some(backend.to_owned());
+        reply.meta.request_id = Some(init.request_id.clone());
+        tx.append_messages(conv, std::slice::from_ref(&reply), now)
+            .await?;
+    }
+    let usage = Usage::new(init.prompt_tokens, 0);
+    tx.insert_usage(&usage_record(&init, backend, &usage, "error", now))
+        .await?;
+    tx.commit().await
+}
+
+fn usage_record(init: &RecorderInit, backend: &str, usage: &Usage, outcome: &str, now: i64) -> UsageRecord {
+    UsageRecord {
         id: crate::ids::usage_id(),
         owner: init.owner.clone(),
         conversation_id: init.conversation_id.clone(),
@@ -174,33 +204,8 @@ async fn write_turn(
         backend: Some(backend.to_owned()).filter(|b| !b.is_empty()),
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
-        latency_ms,
-        outcome: if outcome.truncated { "cancelled" } else { "ok" }.into(),
-        created_at: now,
-    })
-    .await?;
-    tx.commit().await
-}
-
-async fn write_failure(init: RecorderInit, backend: &str) -> Result<(), StoreError> {
-    let now = init.clock.now_secs();
-    let mut tx = init.store.begin().await?;
-    for id in &init.pending_ids {
-        tx.set_message_status(id, MessageStatus::Failed).await?;
-    }
-    tx.insert_usage(&UsageRecord {
-        id: crate::ids::usage_id(),
-        owner: init.owner.clone(),
-        conversation_id: init.conversation_id.clone(),
-        request_id: Some(init.request_id.clone()),
-        model: init.model.clone(),
-        backend: Some(backend.to_owned()).filter(|b| !b.is_empty()),
-        prompt_tokens: init.prompt_tokens,
-        completion_tokens: 0,
         latency_ms: init.started.elapsed().as_millis() as i64,
-        outcome: "error".into(),
+        outcome: outcome.into(),
         created_at: now,
-    })
-    .await?;
-    tx.commit().await
+    }
 }

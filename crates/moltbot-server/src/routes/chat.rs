@@ -7,14 +7,16 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use futures::StreamExt;
-use moltbot_api::{ChatCompletion, ChatCompletionRequest, ErrorEnvelope};
+use moltbot_api::{ChatCompletion, ChatCompletionRequest, ErrorEnvelope, Usage};
 use moltbot_core::assemble::{ChunkAssembler, ReplyCollector};
-use moltbot_core::{BackendEvent, Turn, TurnInput, TurnOutcome};
+use moltbot_core::{BackendEvent, Turn, TurnInput, TurnOutcome, TurnRecorder};
 
+use crate::auth::limits::{self, ChatLease};
 use crate::error::{ApiError, current_request_id};
 use crate::extract::Json;
 use crate::principal::Principal;
 use crate::state::AppState;
+use crate::telemetry::{ChatMeter, ChatSummary};
 
 pub const PATH: &str = "/v1/chat/completions";
 pub const CONVERSATION_HEADER: &str = "x-moltbot-conversation";
@@ -63,30 +65,85 @@ pub async fn create(
             "`stream_options` is only allowed when `stream` is true",
         ));
     }
+    let lease = match limits::begin_chat(
+        &state.auth,
+        &principal,
+        request.max_completion_tokens.or(request.max_tokens),
+        stream,
+    )
+    .await
+    {
+        Ok(lease) => lease,
+        Err(refused) => return Ok(refused),
+    };
+    let token_limits = lease.tokens;
+    if state.config.log.prompts {
+        // Opt-in only (log.prompts = true): prompts are never logged otherwise.
+        let messages = serde_json::to_string(&request.messages).unwrap_or_default();
+        tracing::info!(moltbot.prompt = %messages, moltbot.model = %request.model, "prompt");
+    }
+    let mut meter = chat_meter(&state, &request.model, stream);
     let input = TurnInput {
         owner: principal.owner().to_owned(),
         request,
         conversation,
         request_id: current_request_id().unwrap_or_default(),
     };
-    let turn = state.chat.start(input).await?;
+    let turn = match state.chat.start(input).await {
+        Ok(turn) => turn,
+        Err(e) => {
+            let e = ApiError::from(e);
+            meter.fail(&e);
+            return Err(e);
+        }
+    };
+    meter.set_backend(&turn.backend);
+    let summary = ChatSummary {
+        model: turn.model.clone(),
+        backend: turn.backend.clone(),
+    };
     let conv_header = turn
         .conversation_id
         .as_deref()
         .and_then(|c| HeaderValue::from_str(c).ok());
     let mut resp = if stream {
-        stream_response(turn, include_usage)
+        stream_response(turn, include_usage, meter, lease)
     } else {
-        complete(turn).await?
+        complete(turn, meter, lease).await?
     };
+    if let Some(d) = &token_limits {
+        limits::token_headers(resp.headers_mut(), d);
+    }
+    resp.extensions_mut().insert(summary);
     if let Some(v) = conv_header {
         resp.headers_mut().insert(CONVERSATION_HEADER, v);
     }
     Ok(resp)
 }
 
+/// How a finished reply is recorded: the backend's usage or an estimate, the finish reason, tool calls.
+fn outcome(reply: &ReplyCollector, recorder: &TurnRecorder) -> (TurnOutcome, Usage, String) {
+    let usage = recorder.usage_or_estimate(reply.usage.clone());
+    let reason = reply.finish_reason.clone().unwrap_or_else(|| "stop".into());
+    let outcome = TurnOutcome {
+        finish_reason: Some(reason.clone()),
+        usage: Some(usage.clone()),
+        tool_calls: reply.tool_calls_value(),
+        truncated: false,
+    };
+    (outcome, usage, reason)
+}
+
+/// The turn's metrics, labelled with a configured model name only (never a client-chosen string).
+fn chat_meter(state: &AppState, model: &str, stream: bool) -> ChatMeter {
+    match state.chat.models().get(model) {
+        Some(route) => ChatMeter::new(&route.name, route.backend.name(), stream),
+        None => ChatMeter::new("<unknown>", "none", stream),
+    }
+}
+
 /// Collect the whole reply, store it, then answer.
-async fn complete(turn: Turn) -> Result<Response, ApiError> {
+async fn complete(turn: Turn, mut meter: ChatMeter, lease: ChatLease) -> Result<Response, ApiError> {
     let Turn {
         id,
         created,
@@ -98,32 +155,31 @@ async fn complete(turn: Turn) -> Result<Response, ApiError> {
     let mut reply = ReplyCollector::default();
     while let Some(ev) = events.next().await {
         match ev {
-            Ok(BackendEvent::Delta { content, tool_calls }) => {
-                if let Some(c) = content {
-                    recorder.push_text(&c);
-                    reply.content.push_str(&c);
+            Ok(ev) => {
+                if let BackendEvent::Delta { content, .. } = &ev {
+                    meter.delta();
+                    if let Some(c) = content {
+                        recorder.push_text(c);
+                    }
                 }
-                if let Some(t) = tool_calls {
-                    reply.push_tool_calls(&t);
-                }
+                reply.absorb(&ev);
             }
-            Ok(BackendEvent::Finish { reason }) => reply.finish_reason = Some(reason),
-            Ok(BackendEvent::Usage(u)) => reply.usage = Some(u),
             Err(e) => {
                 recorder.fail().await;
-                return Err(ApiError::Backend(e));
+                let e = ApiError::Backend(e);
+                meter.fail(&e);
+                return Err(e);
             }
         }
     }
-    let usage = recorder.usage_or_estimate(reply.usage.clone());
-    recorder
-        .commit(TurnOutcome {
-            finish_reason: reply.finish_reason.clone(),
-            usage: Some(usage.clone()),
-            tool_calls: reply.tool_calls_value(),
-            truncated: false,
-        })
-        .await?;
+    let (outcome, usage, _) = outcome(&reply, &recorder);
+    if let Err(e) = recorder.commit(outcome).await {
+        let e = ApiError::from(e);
+        meter.fail(&e);
+        return Err(e);
+    }
+    meter.success(&usage);
+    lease.settle(usage.total_tokens).await;
     Ok(axum::Json(reply.into_completion(&id, created, &model, usage)).into_response())
 }
 
@@ -137,7 +193,7 @@ fn sse_event(value: &impl serde::Serialize) -> bytes::Bytes {
 
 /// Stream chunks as they arrive. The reply is committed before the finish chunk, the usage chunk and
 /// `[DONE]` are sent; if the client goes away, the recorder stores what it received, marked truncated.
-fn stream_response(turn: Turn, include_usage: bool) -> Response {
+fn stream_response(turn: Turn, include_usage: bool, mut meter: ChatMeter, mut lease: ChatLease) -> Response {
     let Turn {
         id,
         created,
@@ -152,41 +208,38 @@ fn stream_response(turn: Turn, include_usage: bool) -> Response {
         let mut reply = ReplyCollector::default();
         while let Some(ev) = events.next().await {
             match ev {
-                Ok(BackendEvent::Delta { content, tool_calls }) => {
-                    if let Some(c) = &content {
-                        recorder.push_text(c);
+                Ok(ev) => {
+                    reply.absorb(&ev);
+                    if let BackendEvent::Delta { content, tool_calls } = ev {
+                        meter.delta();
+                        if let Some(c) = &content {
+                            recorder.push_text(c);
+                            lease.delivered(c);
+                        }
+                        yield Ok::<_, std::io::Error>(sse_event(&asm.delta(content, tool_calls)));
                     }
-                    if let Some(t) = &tool_calls {
-                        reply.push_tool_calls(t);
-                    }
-                    yield Ok::<_, std::io::Error>(sse_event(&asm.delta(content, tool_calls)));
                 }
-                Ok(BackendEvent::Finish { reason }) => reply.finish_reason = Some(reason),
-                Ok(BackendEvent::Usage(u)) => reply.usage = Some(u),
                 Err(e) => {
                     tracing::warn!(error = %e, "backend failed mid-stream");
                     recorder.fail().await;
                     let err = ApiError::Backend(e);
+                    meter.fail(&err);
                     yield Ok(sse_event(&err.envelope(request_id.as_deref())));
                     return;
                 }
             }
         }
         drop(events);
-        let usage = recorder.usage_or_estimate(reply.usage.clone());
-        let reason = reply.finish_reason.clone().unwrap_or_else(|| "stop".into());
-        let outcome = TurnOutcome {
-            finish_reason: Some(reason.clone()),
-            usage: Some(usage.clone()),
-            tool_calls: reply.tool_calls_value(),
-            truncated: false,
-        };
+        let (outcome, usage, reason) = outcome(&reply, &recorder);
         if let Err(e) = recorder.commit(outcome).await {
             let err = ApiError::internal(format!("could not store the reply: {e}"));
             err.log();
+            meter.fail(&err);
             yield Ok(sse_event(&err.envelope(request_id.as_deref())));
             return;
         }
+        meter.success(&usage);
+        lease.settle(usage.total_tokens).await;
         yield Ok(sse_event(&asm.finish(&reason)));
         if let Some(chunk) = asm.usage(&usage) {
             yield Ok(sse_event(&chunk));

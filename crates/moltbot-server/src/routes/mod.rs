@@ -1,11 +1,14 @@
 //! One router per feature, merged in `crate::router`.
 
+pub mod admin_keys;
 pub mod chat;
 pub mod conversations;
 pub mod debug;
 pub mod health;
+pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod token;
 
 use axum::http::{Method, Uri};
 

@@ -25,12 +25,14 @@ pub const PATH: &str = "/openapi.json";
         super::conversations::delete_item,
         super::health::health,
         super::health::ready,
+        super::token::create,
     ),
     tags(
         (name = "chat", description = "Chat completions"),
         (name = "conversations", description = "Server-side conversations (OpenAI's Conversations API)"),
         (name = "models", description = "Configured models"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "auth", description = "Access tokens for API keys"),
     )
 )]
 pub struct ApiDoc;

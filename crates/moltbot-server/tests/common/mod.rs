@@ -4,7 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use moltbot_config::{Config, LoadOptions};
+use moltbot_core::{ApiKey, Clock, KeyLimits, Scope};
+use moltbot_server::auth::Auth;
 use moltbot_server::{AppState, BoundAddrs, BuildOptions, Listeners};
 use moltbot_testkit::{FakeConfig, FakeUpstream, Script};
 use serde_json::{Value, json};
@@ -15,7 +19,13 @@ pub const KEY: &str = "sk-test-SECRET-upstream-key-0123456789";
 pub struct TestServer {
     pub addrs: BoundAddrs,
     pub state: AppState,
+    /// Sends the test key (every scope) as `Authorization: Bearer`.
     pub http: reqwest::Client,
+    /// Sends no credentials.
+    pub anon: reqwest::Client,
+    /// The test key's id (the owner of what it creates) and secret.
+    pub key_id: String,
+    pub secret: String,
     shutdown: Option<oneshot::Sender<()>>,
     pub handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub dir: tempfile::TempDir,
@@ -129,13 +139,31 @@ pub async fn start_with(
 }
 
 pub async fn start_config(cfg: Config, dir: tempfile::TempDir) -> TestServer {
+    start_config_clock(cfg, dir, None).await
+}
+
+/// Like [`start_config`]; with `clock`, access control (token times, rate limits, lockouts, key cache)
+/// runs on that clock instead of the system's.
+pub async fn start_config_clock(
+    cfg: Config,
+    dir: tempfile::TempDir,
+    clock: Option<Arc<dyn Clock>>,
+) -> TestServer {
     let listeners = Listeners::bind(cfg.chat_addr, cfg.admin_addr, cfg.debug_addr)
+        .await
+        .unwrap()
+        .with_metrics(cfg.metrics_addr)
         .await
         .unwrap();
     let addrs = listeners.addrs().unwrap();
-    let state = moltbot_server::build_state(cfg, BuildOptions::default())
+    let mut state = moltbot_server::build_state(cfg, BuildOptions::default())
         .await
         .unwrap();
+    if let Some(clock) = clock {
+        state.auth = Arc::new(Auth::new(&state.config, state.store.clone(), clock.clone()));
+        state.clock = clock;
+    }
+    let (key, secret) = create_key(&state, &Scope::ALL, KeyLimits::default()).await;
     let (tx, rx) = oneshot::channel::<()>();
     let st = state.clone();
     let handle = tokio::spawn(async move {
@@ -144,11 +172,34 @@ pub async fn start_config(cfg: Config, dir: tempfile::TempDir) -> TestServer {
     TestServer {
         addrs,
         state,
-        http: reqwest::Client::new(),
+        http: client(&secret),
+        anon: reqwest::Client::new(),
+        key_id: key.id,
+        secret,
         shutdown: Some(tx),
         handle,
         dir,
     }
+}
+
+/// A reqwest client that sends `Authorization: Bearer <credential>`.
+pub fn client(credential: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {credential}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Store a new key (as `moltbot keys create` would) and return it with its secret.
+pub async fn create_key(state: &AppState, scopes: &[Scope], limits: KeyLimits) -> (ApiKey, String) {
+    let (key, secret) = ApiKey::generate("test", scopes.to_vec(), limits, state.clock.now_secs(), None);
+    state.store.create_api_key(&key).await.unwrap();
+    (key, secret)
 }
 
 pub fn user(text: &str) -> Value {

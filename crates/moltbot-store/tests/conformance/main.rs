@@ -6,7 +6,9 @@
 
 mod conversations;
 mod harness;
+mod keys;
 mod messages;
+mod models;
 mod records;
 mod schema;
 mod specific;
@@ -57,4 +59,10 @@ conformance!(
     messages::appends_are_sequenced,
     records::usage_insert_and_list,
     records::idempotency_lifecycle,
+    keys::api_keys_lifecycle,
+    keys::bootstrap_happens_once,
+    keys::bootstrap_skipped_when_keys_exist,
+    keys::concurrent_bootstrap_has_one_winner,
+    keys::usage_tokens_are_summed_since,
+    models::model_registry_lifecycle,
 );

@@ -4,7 +4,11 @@
 //!
 //! ```text
 //! moltbot-fake-upstream [--echo | --reply TEXT] [--chunks N] [--interval-ms N] [--status CODE]
+//!                       [--flaky N]
 //! ```
+//!
+//! `--flaky N`: the first 2N chat requests alternate between 503 and the normal reply, so N calls
+//! succeed on their retry (then the script applies to every request).
 
 use std::time::Duration;
 
@@ -12,17 +16,23 @@ use moltbot_testkit::{FakeConfig, FakeUpstream, Script};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: moltbot-fake-upstream [--echo | --reply TEXT] [--chunks N] [--interval-ms N] [--status CODE]"
+        "usage: moltbot-fake-upstream [--echo | --reply TEXT] [--chunks N] [--interval-ms N] [--status CODE] \
+         [--flaky N]"
     );
     std::process::exit(2)
 }
 
-fn parse() -> Script {
+fn parse() -> (Script, usize) {
     let mut script = Script::echo();
+    let mut flaky = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
         script = match arg.as_str() {
+            "--flaky" => {
+                flaky = value().parse().unwrap_or_else(|_| usage());
+                script
+            }
             "--echo" => Script {
                 reply: moltbot_testkit::Reply::Echo,
                 ..script
@@ -42,17 +52,21 @@ fn parse() -> Script {
             _ => usage(),
         };
     }
-    script
+    (script, flaky)
 }
 
 #[tokio::main]
 async fn main() {
-    let script = parse();
+    let (script, flaky) = parse();
     let fake = FakeUpstream::start(FakeConfig {
-        default_script: script,
+        default_script: script.clone(),
         ..FakeConfig::default()
     })
     .await;
+    for _ in 0..flaky {
+        fake.push(Script::status(503));
+        fake.push(script.clone());
+    }
     println!("{}", fake.base_url());
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -1,10 +1,11 @@
-//! `moltbot init-db`: create or migrate the database (idempotent) and print the schema version.
+//! `moltbot init-db`: create or migrate the database (idempotent), print the schema version, and on a
+//! fresh database create the first admin key (see `bootstrap`).
 
 use std::process::ExitCode;
 
-use crate::args::GlobalArgs;
+use crate::args::{GlobalArgs, InitDbArgs};
 
-pub fn run(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
+pub fn run(global: &GlobalArgs, args: &InitDbArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load_config(global)?;
     let config = loaded.config;
     moltbot_server::logging::init(
@@ -20,6 +21,13 @@ pub fn run(global: &GlobalArgs) -> anyhow::Result<ExitCode> {
             store.kind(),
             status.applied
         );
+        super::bootstrap::run(
+            store.as_ref(),
+            &config,
+            loaded.bootstrap_admin_key.as_ref(),
+            args.print_admin_key,
+        )
+        .await?;
         Ok(ExitCode::SUCCESS)
     })
 }

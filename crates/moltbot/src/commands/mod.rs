@@ -1,8 +1,14 @@
 //! One file per subcommand.
 
+mod bench_engine;
+mod bootstrap;
 mod config;
+mod doctor;
 mod init_db;
+mod keys;
+mod load_model;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -14,8 +20,13 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         None => serve::run(&cli.global, ServeArgs::default()),
         Some(Command::Serve(args)) => serve::run(&cli.global, args),
-        Some(Command::InitDb) => init_db::run(&cli.global),
+        Some(Command::InitDb(args)) => init_db::run(&cli.global, &args),
+        Some(Command::Keys { action }) => keys::run(&cli.global, action),
+        Some(Command::Token(args)) => token::run(&cli.global, &args),
         Some(Command::Config { action }) => config::run(&cli.global, action),
+        Some(Command::Doctor(args)) => doctor::run(&cli.global, &args),
+        Some(Command::LoadModel(args)) => load_model::run(&cli.global, &args),
+        Some(Command::BenchEngine(args)) => bench_engine::run(&args),
     };
     match result {
         Ok(code) => code,

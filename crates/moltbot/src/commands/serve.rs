@@ -6,7 +6,7 @@ use crate::args::{GlobalArgs, ServeArgs};
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load_config(global)?;
-    let config = loaded.config;
+    let config = loaded.config.clone();
     moltbot_server::logging::init(
         config.log.format == moltbot_config::LogFormat::Json,
         &config.log.level,
@@ -16,7 +16,10 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     super::runtime()?.block_on(async move {
         let listeners =
-            moltbot_server::Listeners::bind(config.chat_addr, config.admin_addr, config.debug_addr).await?;
+            moltbot_server::Listeners::bind(config.chat_addr, config.admin_addr, config.debug_addr)
+                .await?
+                .with_metrics(config.metrics_addr)
+                .await?;
         let state = moltbot_server::build_state(
             config,
             moltbot_server::BuildOptions {
@@ -24,6 +27,16 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
             },
         )
         .await?;
+        if state.store.kind() == "sqlite" {
+            // The first start on SQLite creates the admin key, like `init-db` (never twice).
+            super::bootstrap::run(
+                state.store.as_ref(),
+                &state.config,
+                loaded.bootstrap_admin_key.as_ref(),
+                args.print_admin_key,
+            )
+            .await?;
+        }
         moltbot_server::serve(state, listeners, shutdown_signal(), args.ready_file).await?;
         Ok(ExitCode::SUCCESS)
     })

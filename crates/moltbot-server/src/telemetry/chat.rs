@@ -1,0 +1,137 @@
+//! Chat-turn metrics: `moltbot_chat_requests_total{model,backend,outcome}`, `moltbot_tokens_total`,
+//! time to first token and inter-token gaps. One [`ChatMeter`] per turn, recorded when it is dropped,
+//! so a stream the client abandoned is counted as `cancelled` when its body is dropped.
+
+use std::time::Instant;
+
+use metrics::{counter, histogram};
+use moltbot_api::Usage;
+use moltbot_core::BackendError;
+
+use super::{CHAT_REQUESTS, INTER_TOKEN, RATE_LIMITED, TOKENS, TTFT};
+use crate::error::ApiError;
+
+pub struct ChatMeter {
+    model: String,
+    backend: String,
+    stream: bool,
+    started: Instant,
+    last_delta: Option<Instant>,
+    outcome: &'static str,
+}
+
+impl ChatMeter {
+    /// `model` must be a configured model name (or a fixed placeholder): labels must stay bounded.
+    /// `backend` is the model's primary backend until [`set_backend`](Self::set_backend) names the one
+    /// that answered.
+    pub fn new(model: &str, backend: &str, stream: bool) -> Self {
+        Self {
+            model: model.to_owned(),
+            backend: backend.to_owned(),
+            stream,
+            started: Instant::now(),
+            last_delta: None,
+            outcome: "cancelled",
+        }
+    }
+
+    pub fn set_backend(&mut self, backend: &str) {
+        backend.clone_into(&mut self.backend);
+    }
+
+    /// A generated delta reached the client's transport.
+    pub fn delta(&mut self) {
+        let now = Instant::now();
+        match self.last_delta {
+            None => {
+                let stream = if self.stream { "true" } else { "false" };
+                histogram!(TTFT, "model" => self.model.clone(), "stream" => stream)
+                    .record(now.duration_since(self.started).as_secs_f64());
+            }
+            Some(last) => {
+                histogram!(INTER_TOKEN, "model" => self.model.clone())
+                    .record(now.duration_since(last).as_secs_f64());
+            }
+        }
+        self.last_delta = Some(now);
+    }
+
+    /// The turn completed and was stored.
+    pub fn success(&mut self, usage: &Usage) {
+        counter!(TOKENS, "model" => self.model.clone(), "kind" => "prompt")
+            .increment(u64::from(usage.prompt_tokens));
+        counter!(TOKENS, "model" => self.model.clone(), "kind" => "completion")
+            .increment(u64::from(usage.completion_tokens));
+        self.outcome = "success";
+    }
+
+    /// The turn failed with this error (before or during generation).
+    pub fn fail(&mut self, err: &ApiError) {
+        self.outcome = outcome(err);
+        let reason = match err {
+            ApiError::Backend(BackendError::Status { status: 429, .. }) => Some("upstream"),
+            ApiError::Backend(BackendError::Overloaded { .. }) => Some("backend_capacity"),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            counter!(RATE_LIMITED, "reason" => reason).increment(1);
+        }
+    }
+}
+
+impl Drop for ChatMeter {
+    fn drop(&mut self) {
+        counter!(CHAT_REQUESTS,
+            "model" => self.model.clone(), "backend" => self.backend.clone(), "outcome" => self.outcome)
+        .increment(1);
+    }
+}
+
+/// The `outcome` label of a failed turn.
+fn outcome(err: &ApiError) -> &'static str {
+    match err {
+        ApiError::Backend(e) => match e {
+            BackendError::Timeout(_) => "timeout",
+            BackendError::CircuitOpen { .. } => "circuit_open",
+            BackendError::Overloaded { .. } => "overloaded",
+            BackendError::Status { status: 429, .. } => "rate_limited",
+            BackendError::InvalidRequest { .. }
+            | BackendError::ContextLength(_)
+            | BackendError::Unsupported { .. } => "invalid_request",
+            BackendError::Connect(_) | BackendError::Status { .. } | BackendError::Protocol(_) => {
+                "upstream_error"
+            }
+        },
+        // The rest by status, so variants added by other layers are classified too.
+        other => match other.status().as_u16() {
+            429 => "rate_limited",
+            401 | 403 => "unauthorized",
+            400..=499 => "invalid_request",
+            _ => "error",
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_follow_the_error_kind() {
+        let status = |s| {
+            ApiError::Backend(BackendError::Status {
+                status: s,
+                retry_after: None,
+                message: None,
+            })
+        };
+        assert_eq!(outcome(&status(429)), "rate_limited");
+        assert_eq!(outcome(&status(500)), "upstream_error");
+        assert_eq!(
+            outcome(&ApiError::Backend(BackendError::Timeout("idle"))),
+            "timeout"
+        );
+        assert_eq!(outcome(&ApiError::invalid("model", "x")), "invalid_request");
+        assert_eq!(outcome(&ApiError::internal("x")), "error");
+    }
+}
