@@ -25,6 +25,8 @@ import threading
 import time
 
 CLK = os.sysconf("SC_CLK_TCK")
+# Every route needs a key: the fresh database's bootstrap admin key is set from the environment.
+KEY = "mb_bench_" + os.urandom(16).hex()
 
 
 def cpu_seconds(pid):
@@ -55,6 +57,7 @@ def start_moltbot(bin_, workdir, upstream, record=True):
     env.update({"MODEL_ENDPOINT": upstream, "API_KEY": "sk-bench", "MODEL_NAME": "fake-model",
                 "MOLTBOT_CHAT_ADDR": "127.0.0.1:0", "MOLTBOT_ADMIN_ADDR": "127.0.0.1:0",
                 "MOLTBOT_LOG__LEVEL": "warn", "MOLTBOT_SERVER__SHUTDOWN_DELAY": "10ms",
+                "MOLTBOT_BOOTSTRAP_ADMIN_KEY": KEY,
                 "MOLTBOT_STORE__RECORD_EXCHANGES": "true" if record else "false"})
     t0 = time.perf_counter()
     p = subprocess.Popen([bin_, "serve", "--ready-file", ready], cwd=workdir, env=env,
@@ -86,7 +89,7 @@ def drive(hostport, path, body, requests, concurrency):
         c = http.client.HTTPConnection(*hostport, timeout=30)
         payload = json.dumps(body)
         for _ in range(per):
-            c.request("POST", path, payload, {"content-type": "application/json"})
+            c.request("POST", path, payload, {"content-type": "application/json", "authorization": f"Bearer {KEY}"})
             r = c.getresponse()
             r.read()
             if r.status != 200:

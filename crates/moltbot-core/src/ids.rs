@@ -14,8 +14,9 @@ pub fn message_id() -> String {
     new_id("msg")
 }
 
+/// `chatcmpl-…`, with OpenAI's hyphen.
 pub fn completion_id() -> String {
-    new_id("chatcmpl")
+    format!("chatcmpl-{}", Uuid::now_v7().simple())
 }
 
 pub fn usage_id() -> String {

@@ -87,9 +87,15 @@ pub async fn database(config: &Config) -> Check {
     result
 }
 
-/// `nvidia-smi` output: driver, CUDA version and free memory per GPU.
+/// `nvidia-smi` output: driver, CUDA version and free memory per GPU, and whether this binary can use
+/// them (built with the `cuda` feature).
 pub fn gpu(config: &Config) -> Check {
     const NAME: &str = "gpu";
+    let build = if moltbot_engine::CUDA_BUILD {
+        "this binary was built with CUDA"
+    } else {
+        "this binary was built without CUDA (CPU only; rebuild with --features cuda to offload layers)"
+    };
     let wants_gpu = config
         .models
         .iter()
@@ -113,11 +119,11 @@ pub fn gpu(config: &Config) -> Check {
         Err(_) if wants_gpu => {
             return Check::fail(
                 NAME,
-                "a local model sets gpu_layers but nvidia-smi is not installed",
+                format!("a local model sets gpu_layers but nvidia-smi is not installed; {build}"),
                 "install the NVIDIA driver and CUDA 11.8+ (or set gpu_layers = 0 to run on the CPU)",
             );
         }
-        Err(_) => return Check::skip(NAME, "no nvidia-smi: CPU only"),
+        Err(_) => return Check::skip(NAME, format!("no nvidia-smi: CPU only; {build}")),
     };
     let cuda = Command::new("nvidia-smi")
         .output()
@@ -141,7 +147,14 @@ pub fn gpu(config: &Config) -> Check {
         || "CUDA version unknown".to_owned(),
         |(a, b)| format!("CUDA {a}.{b}"),
     );
-    let detail = format!("{}; {cuda_text}", gpus.join("; "));
+    let detail = format!("{}; {cuda_text}; {build}", gpus.join("; "));
+    if wants_gpu && !moltbot_engine::CUDA_BUILD {
+        return Check::warn(
+            NAME,
+            detail,
+            "gpu_layers is set but this binary has no CUDA backend: layers run on the CPU; build with --features cuda",
+        );
+    }
     match cuda {
         Some(v) if v < (11, 8) => {
             Check::warn(NAME, detail, "update the driver: local models need CUDA 11.8+")
