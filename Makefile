@@ -91,9 +91,8 @@ check-rules:
 	promtool check rules deploy/prometheus/rules/moltbot.rules.yml
 	cd deploy/prometheus && promtool test rules tests/moltbot.test.yml
 
-check-dashboard:
+check-dashboard: bins
 	$(PYTHON) deploy/grafana/generate.py --check
-	$(CARGO) build -p moltbot -p moltbot-testkit --bins
 	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
 		$(PYTHON) tests/ops/dashboard_check.py
 
