@@ -5,6 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::error::{corrupt, db_err};
+use crate::metrics::QueryTimer;
 use crate::{Backend, SqlStore};
 
 const COLUMNS: &str = "id, name, prefix, secret_hash, scopes, requests_per_minute, tokens_per_minute, \
@@ -80,10 +81,12 @@ where
 
 impl SqlStore {
     pub(crate) async fn key_create(&self, k: &ApiKey) -> StoreResult<()> {
+        let _timer = QueryTimer::start("key_create");
         insert(self.pool(), k).await
     }
 
     pub(crate) async fn key_bootstrap(&self, k: &ApiKey) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("key_bootstrap");
         let mut tx = match self.backend() {
             Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool().begin().await,
@@ -121,12 +124,14 @@ impl SqlStore {
     }
 
     pub(crate) async fn key_list(&self) -> StoreResult<Vec<ApiKey>> {
+        let _timer = QueryTimer::start("key_list");
         let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at ASC, id ASC");
         let rows = sqlx::query(&sql).fetch_all(self.pool()).await.map_err(db_err)?;
         rows.iter().map(key).collect()
     }
 
     pub(crate) async fn key_get(&self, column: &str, value: &str) -> StoreResult<Option<ApiKey>> {
+        let _timer = QueryTimer::start("key_get");
         debug_assert!(matches!(column, "id" | "secret_hash"));
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE {column} = $1");
         let row = sqlx::query(&sql)
@@ -138,6 +143,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn key_update(&self, id: &str, update: &ApiKeyUpdate) -> StoreResult<Option<ApiKey>> {
+        let _timer = QueryTimer::start("key_update");
         let Some(mut k) = self.key_get("id", id).await? else {
             return Ok(None);
         };
@@ -162,6 +168,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn key_revoke(&self, id: &str, now: i64) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("key_revoke");
         let done = sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
             .bind(now)
             .bind(id)
@@ -172,6 +179,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn key_touch(&self, id: &str, now: i64) -> StoreResult<()> {
+        let _timer = QueryTimer::start("key_touch");
         sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
             .bind(now)
             .bind(id)
@@ -182,6 +190,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn key_count(&self) -> StoreResult<u64> {
+        let _timer = QueryTimer::start("key_count");
         let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM api_keys")
             .fetch_one(self.pool())
             .await
@@ -190,6 +199,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn usage_tokens_since(&self, owner: &str, since: i64) -> StoreResult<u64> {
+        let _timer = QueryTimer::start("usage_tokens_since");
         // CAST keeps the sum an integer on both backends (PostgreSQL's SUM(bigint) is NUMERIC).
         let (n,): (i64,) = sqlx::query_as(
             "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage_records \

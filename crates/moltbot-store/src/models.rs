@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::SqlStore;
 use crate::error::{corrupt, db_err};
+use crate::metrics::QueryTimer;
 
 const COLUMNS: &str =
     "name, source, local_path, sha256, md5, quantization, context_window, max_tokens, gpu_layers, created_at";
@@ -33,6 +34,7 @@ fn model(row: &AnyRow) -> StoreResult<RegisteredModel> {
 
 impl SqlStore {
     pub(crate) async fn model_upsert(&self, m: &RegisteredModel) -> StoreResult<()> {
+        let _timer = QueryTimer::start("model_upsert");
         let sql = format!(
             "INSERT INTO model_registry ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (name) DO UPDATE SET source = excluded.source, local_path = excluded.local_path, \
@@ -58,12 +60,14 @@ impl SqlStore {
     }
 
     pub(crate) async fn model_list(&self) -> StoreResult<Vec<RegisteredModel>> {
+        let _timer = QueryTimer::start("model_list");
         let sql = format!("SELECT {COLUMNS} FROM model_registry ORDER BY name");
         let rows = sqlx::query(&sql).fetch_all(self.pool()).await.map_err(db_err)?;
         rows.iter().map(model).collect()
     }
 
     pub(crate) async fn model_get(&self, name: &str) -> StoreResult<Option<RegisteredModel>> {
+        let _timer = QueryTimer::start("model_get");
         let sql = format!("SELECT {COLUMNS} FROM model_registry WHERE name = $1");
         let row = sqlx::query(&sql)
             .bind(name)
@@ -74,6 +78,7 @@ impl SqlStore {
     }
 
     pub(crate) async fn model_delete(&self, name: &str) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("model_delete");
         let done = sqlx::query("DELETE FROM model_registry WHERE name = $1")
             .bind(name)
             .execute(self.pool())
