@@ -80,8 +80,6 @@ pub fn chat_router(state: AppState) -> Router {
 /// The admin listener: health, readiness and `/metrics` (unless `metrics_addr` gives it its own
 /// listener); the console and admin API mount here.
 pub fn admin_router(state: AppState) -> Router {
-    let allow = Arc::new(state.config.server.admin_allow_cidrs.clone());
-    let trusted = Arc::new(state.config.server.trusted_proxies.clone());
     let mut router = Router::new()
         .merge(routes::health::router())
         .merge(routes::admin_keys::router());
@@ -91,6 +89,23 @@ pub fn admin_router(state: AppState) -> Router {
             routes::metrics::router().route_layer(from_fn_with_state(state.clone(), auth::require_metrics)),
         );
     }
+    operator_layers(router, state, "admin")
+}
+
+/// The `metrics_addr` listener: `/metrics` only, behind the admin CIDR allowlist.
+pub fn metrics_router(state: AppState) -> Router {
+    let router = Router::new().merge(
+        routes::metrics::router().route_layer(from_fn_with_state(state.clone(), auth::require_metrics)),
+    );
+    operator_layers(router, state, "metrics")
+}
+
+/// The middleware of the operator listeners (admin, metrics), in one place: security headers on every
+/// response (auth rejections included), request id and access log, metrics, the admin CIDR allowlist,
+/// then authentication with the admin policy.
+fn operator_layers(router: Router<AppState>, state: AppState, listener: &'static str) -> Router {
+    let allow = Arc::new(state.config.server.admin_allow_cidrs.clone());
+    let trusted = Arc::new(state.config.server.trusted_proxies.clone());
     router
         .fallback(routes::not_found)
         .layer(
@@ -100,7 +115,7 @@ pub fn admin_router(state: AppState) -> Router {
                 .layer(axum::middleware::from_fn(middleware::request_context))
                 .layer(axum::middleware::from_fn_with_state(
                     telemetry::HttpMeter {
-                        listener: "admin",
+                        listener,
                         recent: None,
                     },
                     telemetry::track,
@@ -113,39 +128,6 @@ pub fn admin_router(state: AppState) -> Router {
                     (state.clone(), auth::Policy::ADMIN),
                     auth::layer,
                 )),
-        )
-        .with_state(state)
-}
-
-/// The `metrics_addr` listener: `/metrics` only, behind the admin CIDR allowlist.
-pub fn metrics_router(state: AppState) -> Router {
-    let allow = Arc::new(state.config.server.admin_allow_cidrs.clone());
-    let trusted = Arc::new(state.config.server.trusted_proxies.clone());
-    Router::new()
-        .merge(
-            routes::metrics::router().route_layer(from_fn_with_state(state.clone(), auth::require_metrics)),
-        )
-        .fallback(routes::not_found)
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(axum::middleware::from_fn(middleware::request_context))
-                .layer(axum::middleware::from_fn_with_state(
-                    telemetry::HttpMeter {
-                        listener: "metrics",
-                        recent: None,
-                    },
-                    telemetry::track,
-                ))
-                .layer(axum::middleware::from_fn_with_state(
-                    allow,
-                    middleware::cidr_allowlist,
-                ))
-                .layer(from_fn_with_state(
-                    (state.clone(), auth::Policy::ADMIN),
-                    auth::layer,
-                ))
-                .layer(from_fn_with_state(trusted, security::headers)),
         )
         .with_state(state)
 }

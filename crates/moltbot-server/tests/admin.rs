@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use common::*;
 use moltbot_core::{KeyLimits, Scope};
 use serde_json::{Value, json};
@@ -240,19 +237,6 @@ async fn security_headers_on_every_response_and_cors_only_for_configured_origins
             .contains("max-age=")
     );
     srv.stop().await;
-}
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[tokio::test]

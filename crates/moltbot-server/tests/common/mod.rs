@@ -213,3 +213,17 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// An in-memory log sink for `moltbot_server::logging::subscriber`, to search captured logs for secrets.
+#[derive(Clone, Default)]
+pub struct Capture(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
