@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: check-prometheus check-rules check-dashboard dashboard model bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node
+.PHONY: dist check-dist check-prometheus check-rules check-dashboard dashboard model bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser
 
 ## run: fetch the embedded default model (Gemma 3 270M) and start moltbot; with no MODEL_ENDPOINT the
 ## local model answers as "default" with no API key (reads .env / MODEL_ENDPOINT / API_KEY)
@@ -36,8 +36,19 @@ build:
 release:
 	$(CARGO) build --release -p moltbot
 
-## test: every test suite (Rust unit/integration/conformance, then the OpenAI SDK end-to-end tests)
-test: test-rust test-e2e test-e2e-node
+## dist: the portable release package (dist/moltbot-VERSION-linux-x86_64[.tar.gz]): the binary, llama.cpp's
+## shared libraries and one CPU backend per x86-64 level, picked at startup (engine.cpu_variant)
+dist:
+	$(CARGO) build --release -p moltbot --features portable
+	deploy/release/package.sh
+
+## check-dist: test the package as shipped (unpacked elsewhere): libraries, CPU backend selection, a chat
+check-dist: dist model
+	tests/dist/check.sh dist/moltbot-*-linux-x86_64.tar.gz
+
+## test: every test suite (Rust unit/integration/conformance, the OpenAI SDK end-to-end tests, then the
+## console and WebChat in Chromium)
+test: test-rust test-e2e test-e2e-node test-browser
 
 # cargo-nextest runs the Rust suites; installed from crates.io on a machine that lacks it.
 tools:
@@ -67,6 +78,15 @@ tests/e2e-node/node_modules/.package-lock.json: tests/e2e-node/package-lock.json
 
 test-e2e-node: tests/e2e-node/node_modules/.package-lock.json bins
 	cd tests/e2e-node && MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot node --test
+
+tests/browser/node_modules/.package-lock.json: tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund
+
+## test-browser: the admin console and WebChat in Debian's /usr/bin/chromium (playwright-core drives it; no
+## browser download); screenshots land in target/browser-test/screenshots/
+test-browser: tests/browser/node_modules/.package-lock.json bins
+	cd tests/browser && MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot \
+		MOLTBOT_FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream node --test
 
 ## lint: formatting and clippy, warnings as errors
 lint:

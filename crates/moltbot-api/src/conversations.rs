@@ -92,3 +92,32 @@ pub struct ItemList {
     pub last_id: Option<String>,
     pub has_more: bool,
 }
+
+/// A conversation in a listing (`GET /v1/conversations`), newest activity first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationSummaryObject {
+    pub id: String,
+    /// Always `"conversation"`.
+    pub object: String,
+    pub created_at: i64,
+    /// The newest message's time, or `created_at` when there is none.
+    pub updated_at: i64,
+    /// The first user message, whitespace collapsed, at most 80 characters; `""` when there is none.
+    pub title: String,
+    pub message_count: u64,
+    /// Models that answered in it.
+    pub models: Vec<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+}
+
+/// `GET /v1/conversations`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ConversationList {
+    /// Always `"list"`.
+    pub object: String,
+    pub data: Vec<ConversationSummaryObject>,
+    pub has_more: bool,
+    /// The cursor for the next page (`after`).
+    pub last_id: Option<String>,
+}

@@ -41,6 +41,6 @@ pub use render::{config_markdown, example_toml};
 pub use resolve::SECRET_COMMAND_TIMEOUT;
 pub use secret::{REDACTED, Secret};
 pub use types::{
-    AuthConfig, Config, DEFAULT_ADMIN_PORT, DEFAULT_CHAT_PORT, DEFAULT_DEBUG_ADDR, KeyLimitsConfig,
-    LogConfig, LogFormat, Profile, ServerConfig, StoreConfig, TOKENIZERS,
+    AdminConfig, AuthConfig, Config, DEFAULT_ADMIN_PORT, DEFAULT_CHAT_PORT, DEFAULT_DEBUG_ADDR,
+    EngineSettings, KeyLimitsConfig, LogConfig, LogFormat, Profile, ServerConfig, StoreConfig, TOKENIZERS,
 };

@@ -13,6 +13,15 @@ impl Config {
     /// The effective configuration as TOML, with every secret (and any password inside
     /// `database_url` / `redis_url`) shown as `***`. For `moltbot config show`.
     pub fn redacted_toml(&self) -> String {
+        let mut value = self.redacted_json();
+        drop_nulls(&mut value);
+        toml::to_string_pretty(&value)
+            .unwrap_or_else(|e| format!("# could not render the configuration: {e}\n"))
+    }
+
+    /// The effective configuration as JSON, redacted like [`Config::redacted_toml`]; unset keys are
+    /// `null`. For the admin console's settings page.
+    pub fn redacted_json(&self) -> Value {
         let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut value {
             for key in ["database_url", "redis_url"] {
@@ -21,9 +30,7 @@ impl Config {
                 }
             }
         }
-        drop_nulls(&mut value);
-        toml::to_string_pretty(&value)
-            .unwrap_or_else(|e| format!("# could not render the configuration: {e}\n"))
+        value
     }
 }
 
@@ -292,6 +299,7 @@ fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
         "models[].tokenizer" => "\"o200k_base\"",
         "models[].model_path" => "\"models/gemma-3-270m-q4_k_m.gguf\"",
         "models[].threads" => "1",
+        "engine.backends_dir" => "\"/opt/moltbot/backends\"",
         "models[].chat_template" => "\"{% for m in messages %}…{% endfor %}\"",
         "limits.requests_per_minute" => "60",
         "limits.tokens_per_minute" => "100000",

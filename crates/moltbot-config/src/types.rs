@@ -81,6 +81,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Default per-key rate limits and quotas.
     pub limits: KeyLimitsConfig,
+    /// Admin console.
+    pub admin: AdminConfig,
+    /// The local model engine (llama.cpp) as a whole.
+    pub engine: EngineSettings,
     /// Models (`[[models]]` in TOML).
     pub models: Vec<ModelConfig>,
     /// Default tokenizer encoding for remote models.
@@ -112,6 +116,15 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Origins allowed by CORS (`https://app.example.com`); empty = no cross-origin access.
     pub cors_origins: Vec<String>,
+    /// WebSocket chat: interval of server pings.
+    #[serde(with = "humantime_serde")]
+    pub ws_ping_interval: Duration,
+    /// WebSocket chat: close after this long without a frame from the client.
+    #[serde(with = "humantime_serde")]
+    pub ws_idle_timeout: Duration,
+    /// WebSocket chat: longest a send may wait for a slow client before its turns are cancelled.
+    #[serde(with = "humantime_serde")]
+    pub ws_send_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -129,6 +142,9 @@ impl Default for ServerConfig {
             debug_requests: 100,
             trusted_proxies: Vec::new(),
             cors_origins: Vec::new(),
+            ws_ping_interval: Duration::from_secs(20),
+            ws_idle_timeout: Duration::from_secs(120),
+            ws_send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -260,6 +276,42 @@ impl Default for KeyLimitsConfig {
     }
 }
 
+/// Admin console (`[admin]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Lifetime of an admin console session (the `moltbot_admin` cookie).
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
+}
+
+/// The local model engine (`[engine]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Portable builds: which llama.cpp CPU backend to load (`auto` or a variant name).
+    pub cpu_variant: String,
+    /// Portable builds: where the `libggml-cpu-*.so` modules are; `None` = `backends/` beside the binary.
+    pub backends_dir: Option<String>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            cpu_variant: "auto".to_owned(),
+            backends_dir: None,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl: Duration::from_secs(8 * 60 * 60),
+        }
+    }
+}
+
 impl Config {
     /// The built-in defaults for a profile (no models).
     pub fn defaults(profile: Profile) -> Self {
@@ -284,6 +336,8 @@ impl Config {
             store: StoreConfig::default(),
             auth: AuthConfig::default(),
             limits: KeyLimitsConfig::default(),
+            admin: AdminConfig::default(),
+            engine: EngineSettings::default(),
             models: Vec::new(),
             tokenizer: TOKENIZERS[0].to_owned(),
         }
@@ -316,6 +370,7 @@ impl fmt::Debug for Config {
             .field("store", &self.store)
             .field("auth", &self.auth)
             .field("limits", &self.limits)
+            .field("admin", &self.admin)
             .field("models", &self.models)
             .field("tokenizer", &self.tokenizer)
             .finish()

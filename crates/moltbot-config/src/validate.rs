@@ -89,6 +89,13 @@ pub(crate) fn validate(
         ));
     }
     positive("server.request_timeout", config.server.request_timeout, &invalid)?;
+    positive(
+        "server.ws_ping_interval",
+        config.server.ws_ping_interval,
+        &invalid,
+    )?;
+    positive("server.ws_idle_timeout", config.server.ws_idle_timeout, &invalid)?;
+    positive("server.ws_send_timeout", config.server.ws_send_timeout, &invalid)?;
     if config.log.level.trim().is_empty() {
         return Err(invalid("log.level", "must not be empty".to_owned()));
     }
@@ -120,6 +127,7 @@ fn check_auth(config: &Config, invalid: &Invalid<'_>) -> Result<(), ConfigError>
         ("auth.lockout_window", a.lockout_window),
         ("auth.lockout_duration", a.lockout_duration),
         ("limits.burst_window", config.limits.burst_window),
+        ("admin.session_ttl", config.admin.session_ttl),
     ] {
         positive(key, value, invalid)?;
     }

@@ -210,3 +210,97 @@ impl SchemaStatus {
         self.pending.is_empty()
     }
 }
+
+/// Listing and searching conversations: one owner's (`/v1/conversations`) or everyone's (admin).
+/// Ordered by last activity, newest first (`updated_at DESC, id DESC`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConversationQuery {
+    /// Only this owner's conversations; `None` = every owner.
+    pub owner: Option<String>,
+    /// Case-insensitive substring of any message's content (ASCII case folding on SQLite).
+    pub text: Option<String>,
+    /// Only conversations with a message produced by this model.
+    pub model: Option<String>,
+    /// Last activity at or after (unix seconds).
+    pub since: Option<i64>,
+    /// Last activity before (unix seconds, exclusive).
+    pub until: Option<i64>,
+    pub limit: u32,
+    /// Return conversations after this conversation id in the listing order.
+    pub after: Option<String>,
+}
+
+/// A conversation with what a listing shows about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationSummary {
+    pub conversation: Conversation,
+    /// The newest message's `created_at`, or the conversation's when it has none.
+    pub updated_at: i64,
+    pub message_count: u64,
+    /// The first user message, whitespace collapsed, at most [`ConversationSummary::TITLE_CHARS`]
+    /// characters; empty when there is none.
+    pub title: String,
+    /// Distinct models that answered in it, sorted.
+    pub models: Vec<String>,
+}
+
+impl ConversationSummary {
+    pub const TITLE_CHARS: usize = 80;
+
+    /// A title from a message's text: whitespace runs become one space, at most
+    /// [`Self::TITLE_CHARS`] characters.
+    pub fn title_from(text: &str) -> String {
+        let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        collapsed.chars().take(Self::TITLE_CHARS).collect()
+    }
+}
+
+/// How usage records are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroupBy {
+    /// UTC day of `created_at`; the group is `YYYY-MM-DD`.
+    Day,
+    /// The owner (API key id).
+    Key,
+    Model,
+}
+
+impl UsageGroupBy {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "day" => UsageGroupBy::Day,
+            "key" => UsageGroupBy::Key,
+            "model" => UsageGroupBy::Model,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageGroupBy::Day => "day",
+            UsageGroupBy::Key => "key",
+            UsageGroupBy::Model => "model",
+        }
+    }
+}
+
+/// Usage aggregation over `since <= created_at < until`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageQuery {
+    pub group_by: UsageGroupBy,
+    pub since: i64,
+    pub until: i64,
+    /// Only this owner's records; `None` = every owner.
+    pub owner: Option<String>,
+}
+
+/// One group of [`UsageQuery`]. Days come oldest first; keys and models by total tokens, then name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    pub group: String,
+    pub requests: u64,
+    /// Records whose outcome is `error` (a client that went away, `cancelled`, is not an error).
+    pub errors: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}

@@ -54,6 +54,20 @@ pub trait Store: Send + Sync + 'static {
     /// Delete a conversation and its messages. `false` if there was none.
     async fn delete_conversation(&self, owner: &Owner, id: &str) -> StoreResult<bool>;
 
+    /// List or search conversations with their summaries, newest activity first; returns the page and
+    /// whether more follow. An `after` that names no matching-owner conversation is `NotFound`.
+    async fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> StoreResult<(Vec<ConversationSummary>, bool)>;
+
+    /// One conversation's summary; `owner: None` finds it whoever owns it (admin).
+    async fn conversation_summary(
+        &self,
+        owner: Option<&Owner>,
+        id: &str,
+    ) -> StoreResult<Option<ConversationSummary>>;
+
     /// The conversation whose stored history hashes to `tip_hash` (see [`crate::history`]).
     async fn find_conversation_by_tip(
         &self,
@@ -110,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Prompt + completion tokens an owner used since `since` (daily quotas).
     async fn sum_usage_tokens(&self, owner: &Owner, since: i64) -> StoreResult<u64>;
+
+    /// Usage records aggregated by day, key or model (see [`UsageRow`] for the order).
+    async fn aggregate_usage(&self, query: &UsageQuery) -> StoreResult<Vec<UsageRow>>;
 
     /// Store a new API key. A duplicate id or secret hash is a `Conflict`.
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()>;

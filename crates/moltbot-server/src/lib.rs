@@ -38,6 +38,7 @@ pub fn chat_router(state: AppState) -> Router {
     let trusted = Arc::new(state.config.server.trusted_proxies.clone());
     Router::new()
         .merge(routes::chat::router().route_layer(from_fn_with_state(Scope::Chat, auth::require_scope)))
+        .merge(routes::ws::router(&state))
         .merge(routes::models::router())
         .merge(routes::token::router())
         .merge(
@@ -46,6 +47,7 @@ pub fn chat_router(state: AppState) -> Router {
         )
         .merge(routes::health::router())
         .merge(routes::openapi::router())
+        .merge(routes::assets::chat_router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
@@ -57,6 +59,7 @@ pub fn chat_router(state: AppState) -> Router {
                     telemetry::HttpMeter {
                         listener: "chat",
                         recent: Some(state.telemetry.recent.clone()),
+                        live: Some(state.telemetry.live.clone()),
                     },
                     telemetry::track,
                 ))
@@ -82,7 +85,14 @@ pub fn chat_router(state: AppState) -> Router {
 pub fn admin_router(state: AppState) -> Router {
     let mut router = Router::new()
         .merge(routes::health::router())
-        .merge(routes::admin_keys::router());
+        .merge(routes::admin_keys::router())
+        .merge(routes::admin_conversations::router())
+        .merge(routes::admin_usage::router())
+        .merge(routes::admin_session::router())
+        .merge(routes::admin_overview::router())
+        .merge(routes::admin_backends::router())
+        .merge(routes::admin_settings::router())
+        .merge(routes::assets::admin_router());
     if state.config.metrics_addr.is_none() {
         // `metrics` scope, or a scraper inside a non-empty admin CIDR allowlist.
         router = router.merge(
@@ -117,6 +127,7 @@ fn operator_layers(router: Router<AppState>, state: AppState, listener: &'static
                     telemetry::HttpMeter {
                         listener,
                         recent: None,
+                        live: None,
                     },
                     telemetry::track,
                 ))

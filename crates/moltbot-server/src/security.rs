@@ -18,12 +18,7 @@ pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 /// set one), and HSTS when the request arrived over TLS (as reported by a trusted proxy's
 /// `X-Forwarded-Proto: https`; moltbot itself listens in plain HTTP).
 pub async fn headers(State(trusted): State<Arc<Vec<IpNet>>>, req: Request, next: Next) -> Response {
-    let peer = crate::auth::peer_ip(req.extensions());
-    let tls = trusted.iter().any(|net| net.contains(&peer))
-        && req
-            .headers()
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let tls = forwarded_tls(&trusted, crate::auth::peer_ip(req.extensions()), req.headers());
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
@@ -39,6 +34,15 @@ pub async fn headers(State(trusted): State<Arc<Vec<IpNet>>>, req: Request, next:
         h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     }
     resp
+}
+
+/// Whether the request arrived over TLS: a trusted proxy (`server.trusted_proxies`) says
+/// `X-Forwarded-Proto: https`. moltbot itself listens in plain HTTP.
+pub fn forwarded_tls(trusted: &[IpNet], peer: std::net::IpAddr, headers: &axum::http::HeaderMap) -> bool {
+    trusted.iter().any(|net| net.contains(&peer))
+        && headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 /// CORS for `server.cors_origins`; `None` (no CORS headers at all) when the list is empty.

@@ -27,6 +27,8 @@ pub struct AppState {
 pub struct Readiness {
     listening: AtomicBool,
     draining: AtomicBool,
+    /// Cancelled when draining starts, for long-lived connections (WebSockets) to close themselves.
+    drain: tokio_util::sync::CancellationToken,
 }
 
 impl Readiness {
@@ -36,6 +38,12 @@ impl Readiness {
 
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.drain.cancel();
+    }
+
+    /// A token cancelled when draining starts.
+    pub fn drain_token(&self) -> tokio_util::sync::CancellationToken {
+        self.drain.clone()
     }
 
     pub fn is_listening(&self) -> bool {

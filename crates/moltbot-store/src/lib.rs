@@ -15,6 +15,7 @@
 mod connect;
 mod error;
 mod keys;
+mod listing;
 pub mod metrics;
 mod migrate;
 mod models;

@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use moltbot_core::{
-    ApiKey, ApiKeyUpdate, Conversation, IdempotencyRecord, ItemQuery, Owner, SchemaStatus, Store, StoreError,
-    StoreResult, StoreTx, StoredMessage, StoredResponse, UsageRecord,
+    ApiKey, ApiKeyUpdate, Conversation, ConversationQuery, ConversationSummary, IdempotencyRecord, ItemQuery,
+    Owner, SchemaStatus, Store, StoreError, StoreResult, StoreTx, StoredMessage, StoredResponse, UsageQuery,
+    UsageRecord, UsageRow,
 };
 use serde_json::{Map, Value};
 use sqlx::AnyPool;
@@ -121,6 +122,29 @@ impl Store for SqlStore {
             .await
             .map_err(db_err)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_conversations(
+        &self,
+        query: &ConversationQuery,
+    ) -> StoreResult<(Vec<ConversationSummary>, bool)> {
+        let _timer = QueryTimer::start("list_conversations");
+        self.summaries(query, None).await
+    }
+
+    async fn conversation_summary(
+        &self,
+        owner: Option<&Owner>,
+        id: &str,
+    ) -> StoreResult<Option<ConversationSummary>> {
+        let _timer = QueryTimer::start("conversation_summary");
+        let query = ConversationQuery {
+            owner: owner.map(str::to_owned),
+            limit: 1,
+            ..ConversationQuery::default()
+        };
+        let (mut found, _) = self.summaries(&query, Some(id)).await?;
+        Ok(found.pop())
     }
 
     async fn find_conversation_by_tip(
@@ -334,6 +358,11 @@ impl Store for SqlStore {
     async fn sum_usage_tokens(&self, owner: &Owner, since: i64) -> StoreResult<u64> {
         let _timer = QueryTimer::start("sum_usage_tokens");
         self.usage_tokens_since(owner, since).await
+    }
+
+    async fn aggregate_usage(&self, query: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        let _timer = QueryTimer::start("aggregate_usage");
+        self.usage_rows(query).await
     }
 
     async fn create_api_key(&self, key: &ApiKey) -> StoreResult<()> {

@@ -70,6 +70,9 @@ pub enum Command {
     LoadModel(LoadModelArgs),
     /// Measure the local engine's prompt and generation tokens/s (a model file or a synthetic one).
     BenchEngine(BenchEngineArgs),
+    /// Chat with a model from the terminal: against a running server (default) or in this process
+    /// (--local). Replies stream; /help lists the commands; Ctrl-C cancels a reply, Ctrl-D leaves.
+    Chat(ChatArgs),
 }
 
 #[derive(Debug, Args, Default)]
@@ -225,4 +228,24 @@ pub struct BenchEngineArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct ChatArgs {
+    /// The server's base URL (default: http://<chat_addr> of the configuration).
+    #[arg(long, value_name = "URL", conflicts_with = "local")]
+    pub url: Option<String>,
+    /// API key (default: the file auth.bootstrap_key_file, ./data/admin-key.txt). Never printed.
+    #[arg(long, env = "MOLTBOT_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Run the configured models in this process (the local model first): no server, no HTTP.
+    #[arg(long)]
+    pub local: bool,
+    /// Model to start with (default: the first local model with --local, else `default` if served,
+    /// else the first one listed).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Continue a stored conversation (`conv_…`).
+    #[arg(long, value_name = "ID")]
+    pub conversation: Option<String>,
 }

@@ -12,11 +12,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use moltbot_config::AuthConfig;
 use moltbot_core::Scope;
 use rand::RngCore;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub const ISSUER: &str = "moltbot";
 const ALGORITHM: Algorithm = Algorithm::HS256;
+/// The `typ` header of admin console session tokens ([`super::session`]); access tokens carry `JWT`.
+/// An access-token verification refuses it, and a session verification requires it.
+pub const SESSION_TYP: &str = "moltbot-admin-session";
 
 /// The claims of a moltbot access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,8 +61,18 @@ pub struct JwtKeys {
     active_kid: String,
     encoding: EncodingKey,
     decoding: HashMap<String, DecodingKey>,
+    /// Per `kid`: a key derived from that secret for HMACs other than token signatures (CSRF tokens).
+    derived: HashMap<String, [u8; 32]>,
     /// No `auth.jwt_secret` was configured: tokens die with this process.
     pub ephemeral: bool,
+}
+
+/// A sub-key of a signing secret for another purpose (`label` separates the purposes).
+fn derive(secret: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(label);
+    h.update(secret);
+    h.finalize().into()
 }
 
 /// A key id derived from the secret, so rotation needs no extra configuration (and reveals nothing
@@ -74,14 +88,16 @@ impl JwtKeys {
     pub fn new(active: &[u8], previous: &[&[u8]]) -> Self {
         let active_kid = key_id(active);
         let mut decoding = HashMap::new();
-        for secret in previous {
+        let mut derived = HashMap::new();
+        for secret in previous.iter().copied().chain([active]) {
             decoding.insert(key_id(secret), DecodingKey::from_secret(secret));
+            derived.insert(key_id(secret), derive(secret, b"moltbot-derived-hmac-key\0"));
         }
-        decoding.insert(active_kid.clone(), DecodingKey::from_secret(active));
         Self {
             active_kid,
             encoding: EncodingKey::from_secret(active),
             decoding,
+            derived,
             ephemeral: false,
         }
     }
@@ -135,28 +151,66 @@ impl JwtKeys {
         Ok((token, claims))
     }
 
-    /// Verify a token at `now` (unix seconds) with `leeway` for clock differences.
-    pub fn verify(&self, token: &str, now: i64, leeway: Duration) -> Result<Claims, TokenError> {
+    /// Sign `claims` with the active secret under the header type `typ`.
+    pub(crate) fn sign<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(self.active_kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+    }
+
+    /// Check the header (HS256, a known `kid`, the `typ`: `expect` when given; otherwise anything but
+    /// [`SESSION_TYP`]) and the signature, and decode the claims. Time claims are the caller's.
+    /// Returns the `kid` with the claims.
+    pub(crate) fn decode<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        expect: Option<&str>,
+    ) -> Result<(String, T), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != ALGORITHM {
             return Err(TokenError::Algorithm);
         }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.decoding.get(kid))
-            .ok_or(TokenError::UnknownKid)?;
+        let typ_ok = match expect {
+            Some(t) => header.typ.as_deref() == Some(t),
+            None => header.typ.as_deref() != Some(SESSION_TYP),
+        };
+        if !typ_ok {
+            return Err(TokenError::Signature);
+        }
+        let kid = header.kid.ok_or(TokenError::UnknownKid)?;
+        let key = self.decoding.get(&kid).ok_or(TokenError::UnknownKid)?;
         let mut validation = Validation::new(ALGORITHM);
         validation.algorithms = vec![ALGORITHM];
-        // Time claims are checked below, with our clock.
+        // Time claims are checked by the caller, with our clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.leeway = 0;
         validation.required_spec_claims = HashSet::new();
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        let claims = jsonwebtoken::decode::<T>(token, key, &validation)
             .map_err(|_| TokenError::Signature)?
             .claims;
+        Ok((kid, claims))
+    }
+
+    /// HMAC-SHA256 of `message` under the key derived from the secret with this `kid` (hex), or
+    /// `None` for an unknown `kid`.
+    pub(crate) fn hmac_hex(&self, kid: &str, message: &[u8]) -> Option<String> {
+        use hmac::Mac;
+        let key = self.derived.get(kid)?;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).ok()?;
+        mac.update(message);
+        Some(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Verify an access token at `now` (unix seconds) with `leeway` for clock differences.
+    pub fn verify(&self, token: &str, now: i64, leeway: Duration) -> Result<Claims, TokenError> {
+        let (_, claims) = self.decode::<Claims>(token, None)?;
         if claims.iss != ISSUER {
             return Err(TokenError::Issuer);
         }

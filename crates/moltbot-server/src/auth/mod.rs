@@ -10,6 +10,7 @@ mod extract;
 pub mod jwt;
 pub mod limits;
 pub mod lockout;
+pub mod session;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use moltbot_config::Config;
@@ -46,6 +47,9 @@ pub struct Policy {
     pub optional: &'static [&'static str],
     /// Apply the per-key requests-per-minute limit.
     pub rate_limit: bool,
+    /// Accept the admin session cookie (with CSRF checks) when no `Authorization` is sent, and let
+    /// `POST` [`crate::routes::admin_session::PATH`] (sign-in) through without credentials.
+    pub sessions: bool,
 }
 
 impl Policy {
@@ -54,16 +58,25 @@ impl Policy {
             crate::routes::health::HEALTH,
             crate::routes::health::READY,
             crate::routes::openapi::PATH,
+            crate::routes::assets::INDEX,
         ],
-        public_prefixes: &["/channels/", "/hooks/"],
-        optional: &[],
+        public_prefixes: &["/channels/", "/hooks/", crate::routes::assets::PREFIX],
+        // Browsers cannot send `Authorization` on a WebSocket: the handler authenticates a ticket or
+        // the `bearer.<credential>` subprotocol itself (see routes/ws).
+        optional: &[crate::routes::ws::PATH],
         rate_limit: true,
+        sessions: false,
     };
     pub const ADMIN: Policy = Policy {
-        public: &[crate::routes::health::HEALTH, crate::routes::health::READY],
-        public_prefixes: &[],
-        optional: &[METRICS_PATH],
+        public: &[
+            crate::routes::health::HEALTH,
+            crate::routes::health::READY,
+            crate::routes::assets::INDEX,
+        ],
+        public_prefixes: &[crate::routes::assets::PREFIX],
+        optional: &[METRICS_PATH, crate::routes::admin_session::PATH],
         rate_limit: false,
+        sessions: true,
     };
 
     fn is_public(&self, path: &str) -> bool {
@@ -77,6 +90,8 @@ pub enum AuthError {
     Missing,
     InvalidKey(&'static str),
     InvalidToken(&'static str),
+    /// The admin session cookie was refused (reason for logs).
+    InvalidSession(&'static str),
     Store(StoreError),
 }
 
@@ -84,7 +99,7 @@ impl AuthError {
     fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
-            AuthError::InvalidKey(r) | AuthError::InvalidToken(r) => r,
+            AuthError::InvalidKey(r) | AuthError::InvalidToken(r) | AuthError::InvalidSession(r) => r,
             AuthError::Store(_) => "store_error",
         }
     }
@@ -108,6 +123,10 @@ impl From<AuthError> for ApiError {
                 message: "The access token is invalid or expired; request a new one from /v1/auth/token."
                     .into(),
                 code: "invalid_token",
+            },
+            AuthError::InvalidSession(_) => ApiError::Unauthorized {
+                message: "The admin session is invalid or has expired; sign in again.".into(),
+                code: "invalid_session",
             },
             AuthError::Store(e) => ApiError::internal(format!("API key lookup failed: {e}")),
         }
@@ -133,6 +152,8 @@ pub struct Auth {
     /// Last `last_used_at` write per key, so a busy key is written at most once a minute.
     touched: Mutex<HashMap<String, i64>>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    /// Admin console sessions: lifetime and the sign-out denylist.
+    pub(crate) sessions: session::Sessions,
 }
 
 impl Auth {
@@ -169,6 +190,7 @@ impl Auth {
             cache: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            sessions: session::Sessions::new(config.admin.session_ttl),
             jwt,
             store,
             clock,
@@ -250,7 +272,7 @@ impl Auth {
         Ok(key)
     }
 
-    async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+    pub(crate) async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
         let store = self.store.clone();
         let owned = id.to_owned();
         self.cached(format!("id:{id}"), async move { store.get_api_key(&owned).await })
@@ -400,7 +422,10 @@ pub async fn layer(
     next: Next,
 ) -> Response {
     let path = req.uri().path();
-    if policy.is_public(path) {
+    if policy.is_public(path)
+        || (policy.sessions && path == crate::routes::admin_session::PATH && req.method() == Method::POST)
+    {
+        // Sign-in checks the key in its body itself (lockout included).
         return next.run(req).await;
     }
     let auth = &state.auth;
@@ -416,11 +441,26 @@ pub async fn layer(
         .into_response();
     }
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-    if authorization.is_none() && policy.optional.contains(&path) {
+    let cookie = match &authorization {
+        None if policy.sessions => session::cookie(req.headers()).map(str::to_owned),
+        _ => None,
+    };
+    if authorization.is_none() && cookie.is_none() && policy.optional.contains(&path) {
         return next.run(req).await;
     }
-    let principal = match auth.authenticate(authorization.as_ref()).await {
-        Ok(p) => p,
+    let authenticated = match &cookie {
+        Some(token) => auth.authenticate_session(token).await.map(|(p, s)| (p, Some(s))),
+        None => auth.authenticate(authorization.as_ref()).await.map(|p| (p, None)),
+    };
+    let principal = match authenticated {
+        Ok((p, None)) => p,
+        Ok((p, Some(s))) => {
+            if let Err(e) = session::check_csrf(req.method(), req.headers(), &s) {
+                return e.into_response();
+            }
+            req.extensions_mut().insert(s);
+            p
+        }
         Err(e) => {
             failed(&state, ip, &e);
             return ApiError::from(e).into_response();
@@ -443,10 +483,17 @@ pub async fn layer(
 }
 
 /// Count, log (never the presented credential) and maybe lock out a failed authentication.
-fn failed(state: &AppState, ip: IpAddr, e: &AuthError) {
+pub(crate) fn failed(state: &AppState, ip: IpAddr, e: &AuthError) {
     let reason = e.reason();
     metrics::counter!("moltbot_auth_failures_total", "reason" => reason).increment(1);
-    if matches!(e, AuthError::Missing | AuthError::Store(_)) {
+    // A session that expired, was signed out or lost its key is no guess: a browser sends it until
+    // the page signs in again, so it does not count toward the lockout (a forged one does).
+    if matches!(
+        e,
+        AuthError::Missing
+            | AuthError::Store(_)
+            | AuthError::InvalidSession("session_expired" | "session_revoked" | "session_key_inactive")
+    ) {
         return;
     }
     tracing::warn!(client.ip = %ip, moltbot.auth.reason = reason, "authentication failed");

@@ -122,7 +122,7 @@ pub async fn create(
 }
 
 /// How a finished reply is recorded: the backend's usage or an estimate, the finish reason, tool calls.
-fn outcome(reply: &ReplyCollector, recorder: &TurnRecorder) -> (TurnOutcome, Usage, String) {
+pub(crate) fn outcome(reply: &ReplyCollector, recorder: &TurnRecorder) -> (TurnOutcome, Usage, String) {
     let usage = recorder.usage_or_estimate(reply.usage.clone());
     let reason = reply.finish_reason.clone().unwrap_or_else(|| "stop".into());
     let outcome = TurnOutcome {
@@ -135,11 +135,12 @@ fn outcome(reply: &ReplyCollector, recorder: &TurnRecorder) -> (TurnOutcome, Usa
 }
 
 /// The turn's metrics, labelled with a configured model name only (never a client-chosen string).
-fn chat_meter(state: &AppState, model: &str, stream: bool) -> ChatMeter {
-    match state.chat.models().get(model) {
+pub(crate) fn chat_meter(state: &AppState, model: &str, stream: bool) -> ChatMeter {
+    let meter = match state.chat.models().get(model) {
         Some(route) => ChatMeter::new(&route.name, route.backend.name(), stream),
         None => ChatMeter::new("<unknown>", "none", stream),
-    }
+    };
+    meter.with_live(state.telemetry.live.clone())
 }
 
 /// Collect the whole reply, store it, then answer.

@@ -4,10 +4,14 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use moltbot_api::{
-    ContentPart, ConversationDeleted, ConversationItem, ConversationObject, CreateConversationRequest,
-    CreateItemsRequest, ErrorEnvelope, InputItem, ItemList, UpdateConversationRequest,
+    ContentPart, ConversationDeleted, ConversationItem, ConversationList, ConversationObject,
+    ConversationSummaryObject, CreateConversationRequest, CreateItemsRequest, ErrorEnvelope, InputItem,
+    ItemList, UpdateConversationRequest,
 };
-use moltbot_core::{Conversation, ItemQuery, MessageStatus, NewMessage, Role, StoredMessage};
+use moltbot_core::{
+    Conversation, ConversationQuery, ConversationSummary, ItemQuery, MessageStatus, NewMessage, Role,
+    StoredMessage,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -23,7 +27,7 @@ pub const ITEM: &str = "/v1/conversations/{conversation_id}/items/{item_id}";
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(COLLECTION, axum::routing::post(create))
+        .route(COLLECTION, get(list).post(create))
         .route(ONE, get(retrieve).post(update).delete(delete))
         .route(ITEMS, get(list_items).post(create_items))
         .route(ITEM, get(retrieve_item).delete(delete_item))
@@ -35,6 +39,34 @@ fn conversation_object(c: &Conversation) -> ConversationObject {
         object: "conversation".into(),
         created_at: c.created_at,
         metadata: c.metadata.clone(),
+    }
+}
+
+/// A listing entry (`/v1/conversations`, and the admin console's, which adds the owner).
+pub fn summary_object(s: &ConversationSummary) -> ConversationSummaryObject {
+    ConversationSummaryObject {
+        id: s.conversation.id.clone(),
+        object: "conversation".into(),
+        created_at: s.conversation.created_at,
+        updated_at: s.updated_at,
+        title: s.title.clone(),
+        message_count: s.message_count,
+        models: s.models.clone(),
+        metadata: s.conversation.metadata.clone(),
+    }
+}
+
+/// A listing page, or 400 naming `after` when the cursor is not a conversation of the listing.
+pub async fn list_page(
+    state: &AppState,
+    query: &ConversationQuery,
+) -> Result<(Vec<ConversationSummary>, bool), ApiError> {
+    match state.store.list_conversations(query).await {
+        Err(moltbot_core::StoreError::NotFound) => Err(ApiError::invalid(
+            "after",
+            "`after` is not a conversation of this listing",
+        )),
+        other => Ok(other?),
     }
 }
 
@@ -143,6 +175,42 @@ async fn load(state: &AppState, principal: &Principal, id: &str) -> Result<Conve
         .get_conversation(principal.owner(), id)
         .await?
         .ok_or_else(|| ApiError::conversation_not_found(id))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListConversationsParams {
+    /// 1 to 100, default 20.
+    limit: Option<u32>,
+    /// A conversation id (a previous page's `last_id`) to list after.
+    after: Option<String>,
+}
+
+/// List the caller's conversations, newest activity first.
+#[utoipa::path(get, path = "/v1/conversations", tag = "conversations", params(ListConversationsParams),
+    responses((status = 200, body = ConversationList), (status = 400, body = ErrorEnvelope)))]
+pub async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<ListConversationsParams>,
+) -> Result<axum::Json<ConversationList>, ApiError> {
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit", "`limit` must be between 1 and 100"));
+    }
+    let query = ConversationQuery {
+        owner: Some(principal.owner().to_owned()),
+        limit,
+        after: params.after.filter(|a| !a.is_empty()),
+        ..ConversationQuery::default()
+    };
+    let (page, has_more) = list_page(&state, &query).await?;
+    let data: Vec<ConversationSummaryObject> = page.iter().map(summary_object).collect();
+    Ok(axum::Json(ConversationList {
+        object: "list".into(),
+        last_id: data.last().map(|c| c.id.clone()),
+        data,
+        has_more,
+    }))
 }
 
 /// Create a conversation, optionally with initial items.

@@ -1,6 +1,13 @@
 //! One router per feature, merged in `crate::router`.
 
+pub mod admin_backends;
+pub mod admin_conversations;
 pub mod admin_keys;
+pub mod admin_overview;
+pub mod admin_session;
+pub mod admin_settings;
+pub mod admin_usage;
+pub mod assets;
 pub mod chat;
 pub mod conversations;
 pub mod debug;
@@ -9,6 +16,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod token;
+pub mod ws;
 
 use axum::http::{Method, Uri};
 

@@ -15,6 +15,7 @@ pub const PATH: &str = "/openapi.json";
     paths(
         super::chat::create,
         super::models::list,
+        super::conversations::list,
         super::conversations::create,
         super::conversations::retrieve,
         super::conversations::update,
@@ -26,6 +27,8 @@ pub const PATH: &str = "/openapi.json";
         super::health::health,
         super::health::ready,
         super::token::create,
+        super::ws::create_ticket,
+        super::ws::upgrade,
     ),
     tags(
         (name = "chat", description = "Chat completions"),

@@ -2,6 +2,7 @@
 //! time to first token and inter-token gaps. One [`ChatMeter`] per turn, recorded when it is dropped,
 //! so a stream the client abandoned is counted as `cancelled` when its body is dropped.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use metrics::{counter, histogram};
@@ -18,6 +19,12 @@ pub struct ChatMeter {
     started: Instant,
     last_delta: Option<Instant>,
     outcome: &'static str,
+    /// The admin console's counters, when attached with [`ChatMeter::with_live`].
+    live: Option<Arc<super::LiveStats>>,
+    /// Why the backend failed (for the console's recent errors); client errors are not kept.
+    backend_error: Option<String>,
+    /// A backend answered ([`set_backend`](Self::set_backend)): the turn counts for its backend.
+    answered: bool,
 }
 
 impl ChatMeter {
@@ -32,11 +39,25 @@ impl ChatMeter {
             started: Instant::now(),
             last_delta: None,
             outcome: "cancelled",
+            live: None,
+            backend_error: None,
+            answered: false,
         }
+    }
+
+    /// Also feed the admin console's live counters: tokens and active streams into the overview
+    /// series, the turn's duration and backend failures into the answering backend's counters.
+    pub fn with_live(mut self, live: Arc<super::LiveStats>) -> Self {
+        if self.stream {
+            live.series.stream_started();
+        }
+        self.live = Some(live);
+        self
     }
 
     pub fn set_backend(&mut self, backend: &str) {
         backend.clone_into(&mut self.backend);
+        self.answered = true;
     }
 
     /// A generated delta reached the client's transport.
@@ -62,6 +83,10 @@ impl ChatMeter {
             .increment(u64::from(usage.prompt_tokens));
         counter!(TOKENS, "model" => self.model.clone(), "kind" => "completion")
             .increment(u64::from(usage.completion_tokens));
+        if let Some(live) = &self.live {
+            live.series
+                .record_tokens(u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens));
+        }
         self.outcome = "success";
     }
 
@@ -76,6 +101,15 @@ impl ChatMeter {
         if let Some(reason) = reason {
             counter!(RATE_LIMITED, "reason" => reason).increment(1);
         }
+        if let ApiError::Backend(e) = err
+            && e.should_fall_back()
+        {
+            self.backend_error = Some(e.to_string());
+            // A stream that already sent its 200 and tokens: the HTTP status cannot show this failure.
+            if let (true, Some(_), Some(live)) = (self.stream, self.last_delta, &self.live) {
+                live.series.record_stream_error();
+            }
+        }
     }
 }
 
@@ -84,6 +118,16 @@ impl Drop for ChatMeter {
         counter!(CHAT_REQUESTS,
             "model" => self.model.clone(), "backend" => self.backend.clone(), "outcome" => self.outcome)
         .increment(1);
+        if let Some(live) = self.live.take() {
+            if self.stream {
+                live.series.stream_ended();
+            }
+            // Turns refused before any backend was asked (validation, limits) are not the backend's.
+            if self.answered || self.backend_error.is_some() {
+                live.backends
+                    .record(&self.backend, self.started.elapsed(), self.backend_error.take());
+            }
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct HttpMeter {
     pub listener: &'static str,
     /// Keep request summaries here (the dialog listener only).
     pub recent: Option<Arc<RecentRequests>>,
+    /// Feed the admin console's overview series (the dialog listener only; `/v1/…` paths).
+    pub live: Option<Arc<super::LiveStats>>,
 }
 
 /// The middleware; add it right after the request-context layer.
@@ -53,7 +55,9 @@ pub async fn track(State(meter): State<HttpMeter>, req: Request, next: Next) -> 
         route: route.clone(),
         ..RequestSummary::default()
     });
+    let live = meter.live.filter(|_| req.uri().path().starts_with("/v1/"));
     let mut guard = Guard {
+        live,
         started: Instant::now(),
         listener: meter.listener,
         method: method_label(req.method()),
@@ -108,6 +112,7 @@ struct Guard {
     stream: bool,
     summary: Option<RequestSummary>,
     recent: Option<Arc<RecentRequests>>,
+    live: Option<Arc<super::LiveStats>>,
 }
 
 impl Drop for Guard {
@@ -123,6 +128,10 @@ impl Drop for Guard {
             "stream" => stream)
         .record(elapsed.as_secs_f64());
         gauge!(HTTP_IN_FLIGHT, "listener" => self.listener).decrement(1.0);
+        // WebSocket upgrades (101) are not requests of their own in the overview.
+        if let Some(live) = self.live.as_ref().filter(|_| self.status != 101) {
+            live.series.record_request(self.status, elapsed);
+        }
         if let (Some(mut s), Some(recent)) = (self.summary.take(), self.recent.as_ref()) {
             s.status = self.status;
             s.stream = self.stream;

@@ -6,6 +6,7 @@
 mod chat;
 mod http;
 mod recent;
+pub mod series;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 pub use chat::ChatMeter;
 pub use http::{ChatSummary, HttpMeter, track};
 pub use recent::{RecentRequests, RequestSummary};
+pub use series::LiveStats;
 
 use crate::state::AppState;
 
@@ -49,6 +51,8 @@ pub struct Telemetry {
     process: Arc<metrics_process::Collector>,
     /// The last requests of the dialog listener, for `/debug/requests`.
     pub recent: Arc<RecentRequests>,
+    /// The admin console's live counters (overview series, per-backend counters).
+    pub live: Arc<LiveStats>,
 }
 
 impl Telemetry {
@@ -59,6 +63,7 @@ impl Telemetry {
             prometheus: install(),
             process: Arc::new(process_collector()),
             recent: Arc::new(RecentRequests::new(recent)),
+            live: Arc::new(LiveStats::default()),
         }
     }
 

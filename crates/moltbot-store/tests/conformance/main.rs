@@ -7,6 +7,7 @@
 mod conversations;
 mod harness;
 mod keys;
+mod listing;
 mod messages;
 mod models;
 mod records;
@@ -65,4 +66,7 @@ conformance!(
     keys::concurrent_bootstrap_has_one_winner,
     keys::usage_tokens_are_summed_since,
     models::model_registry_lifecycle,
+    listing::conversations_are_listed_and_searched,
+    listing::titles_are_collapsed_and_cut,
+    listing::usage_is_aggregated,
 );

@@ -2,6 +2,7 @@
 
 mod bench_engine;
 mod bootstrap;
+mod chat;
 mod config;
 mod doctor;
 mod init_db;
@@ -26,7 +27,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Config { action }) => config::run(&cli.global, action),
         Some(Command::Doctor(args)) => doctor::run(&cli.global, &args),
         Some(Command::LoadModel(args)) => load_model::run(&cli.global, &args),
-        Some(Command::BenchEngine(args)) => bench_engine::run(&args),
+        Some(Command::BenchEngine(args)) => bench_engine::run(&cli.global, &args),
+        Some(Command::Chat(args)) => chat::run(&cli.global, &args),
     };
     match result {
         Ok(code) => code,
@@ -40,7 +42,7 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Load the layered configuration for this process: file, `.env` in the working directory,
 /// environment, flags.
 pub fn load_config(global: &GlobalArgs) -> Result<LoadedConfig, moltbot_config::ConfigError> {
-    Config::load(LoadOptions::from_process(
+    let loaded = Config::load(LoadOptions::from_process(
         global.config.clone(),
         CliOverrides {
             chat_addr: global.chat_addr.clone(),
@@ -52,7 +54,28 @@ pub fn load_config(global: &GlobalArgs) -> Result<LoadedConfig, moltbot_config::
             dev: global.dev,
             log_format: global.log_format.clone(),
         },
-    ))
+    ))?;
+    configure_cpu(&loaded.config);
+    Ok(loaded)
+}
+
+/// How a portable build picks llama.cpp's CPU backend (`[engine]`): each candidate is first run in a
+/// child process (`moltbot __cpu-probe`), so a module that dies with SIGILL is passed over.
+fn configure_cpu(config: &Config) {
+    use moltbot_engine::cpu::{CpuConfig, CpuVariant, Probe};
+    let probe = match std::env::current_exe() {
+        Ok(exe) => Probe::Command {
+            exe,
+            args: vec![crate::CPU_PROBE_ARG.to_owned()],
+            timeout: std::time::Duration::from_secs(60),
+        },
+        Err(_) => Probe::None,
+    };
+    moltbot_engine::cpu::configure(CpuConfig {
+        dir: config.engine.backends_dir.as_ref().map(std::path::PathBuf::from),
+        variant: CpuVariant::parse(&config.engine.cpu_variant),
+        probe,
+    });
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
