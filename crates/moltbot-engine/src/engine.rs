@@ -99,6 +99,8 @@ pub fn backend() -> Result<&'static LlamaBackend, EngineError> {
             // llama.cpp logs every load step at INFO: forward them only when this crate logs at debug.
             let verbose = tracing::enabled!(tracing::Level::DEBUG);
             llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default().with_logs_enabled(verbose));
+            // A portable build has no CPU backend until one module is chosen and loaded.
+            crate::cpu::ensure_loaded()?;
             LlamaBackend::init().map_err(|e| e.to_string())
         })
         .as_ref()

@@ -11,6 +11,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cpu;
 pub mod engine;
 pub mod fetch;
 pub mod gguf;

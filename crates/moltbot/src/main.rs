@@ -5,7 +5,25 @@ mod commands;
 
 use clap::Parser;
 
+/// The internal child-process entry point of the CPU backend probe (see `moltbot_engine::cpu`); not a
+/// user command, so it stays out of clap's help.
+pub const CPU_PROBE_ARG: &str = "__cpu-probe";
+
 fn main() -> std::process::ExitCode {
+    let mut raw = std::env::args_os().skip(1);
+    if raw.next().is_some_and(|a| a == CPU_PROBE_ARG) {
+        let Some(module) = raw.next() else {
+            eprintln!("usage: moltbot {CPU_PROBE_ARG} <libggml-cpu-VARIANT.so>");
+            return std::process::ExitCode::from(2);
+        };
+        return match moltbot_engine::cpu::probe(std::path::Path::new(&module)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let cli = args::Cli::parse();
     commands::run(cli)
 }

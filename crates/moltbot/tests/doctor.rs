@@ -104,6 +104,7 @@ async fn all_good() {
         "listener chat",
         "listener admin",
         "database",
+        "cpu_backend",
         "backend gpt-test dns",
     ] {
         assert_eq!(check(&report, name)["verdict"], "pass", "{name}: {report:#}");

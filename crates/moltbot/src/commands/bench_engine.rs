@@ -11,7 +11,9 @@ use moltbot_engine::{Engine, EngineConfig, bench};
 
 use crate::args::BenchEngineArgs;
 
-pub fn run(args: &BenchEngineArgs) -> anyhow::Result<ExitCode> {
+pub fn run(global: &crate::args::GlobalArgs, args: &BenchEngineArgs) -> anyhow::Result<ExitCode> {
+    // Only `[engine]` matters here (which CPU backend a portable build loads).
+    super::load_config(global)?;
     let tmp = tempfile::tempdir()?;
     let (path, label) = match (&args.synthetic, &args.model) {
         (Some(size), _) => {
@@ -71,10 +73,14 @@ pub fn run(args: &BenchEngineArgs) -> anyhow::Result<ExitCode> {
         args.streams,
     ))?;
     let offload = moltbot_engine::gpu_offload_available();
+    let cpu = match moltbot_engine::cpu::choice() {
+        Some(Ok(c)) => c.variant.clone(),
+        _ => "unknown".to_owned(),
+    };
     if args.json {
         let v = serde_json::json!({
             "model": label, "threads": threads, "gpu_layers": args.gpu_layers, "gpu_offload": offload,
-            "cuda_build": moltbot_engine::CUDA_BUILD, "prompt_tokens": prompt.len(), "gen_tokens": args.gen_tokens,
+            "cuda_build": moltbot_engine::CUDA_BUILD, "cpu_backend": cpu, "prompt_tokens": prompt.len(), "gen_tokens": args.gen_tokens,
             "prompt_tps": pp, "gen_tps": tg, "baseline_prompt_tps": base.map(|b| b.0),
             "baseline_gen_tps": base.map(|b| b.1), "streams": args.streams,
             "aggregate_1_tps": agg1, "aggregate_n_tps": aggn,
@@ -82,7 +88,7 @@ pub fn run(args: &BenchEngineArgs) -> anyhow::Result<ExitCode> {
         println!("{v}");
     } else {
         println!(
-            "model: {label}; threads {threads}; gpu_layers {} (offload available: {offload}, cuda build: {})",
+            "model: {label}; threads {threads}; cpu backend {cpu}; gpu_layers {} (offload available: {offload}, cuda build: {})",
             args.gpu_layers,
             moltbot_engine::CUDA_BUILD
         );

@@ -125,6 +125,7 @@ async fn collect(global: &GlobalArgs, args: &DoctorArgs) -> Vec<Check> {
     let backend_checks = backends::remote(&config).await;
     checks.extend(backend_checks.checks);
     checks.extend(models::local(&config, !args.no_checksums).await);
+    checks.push(system::cpu_backend());
     checks.push(system::gpu(&config));
     checks.extend(system::disk(&config));
     checks.push(system::jwt_secret(&config));

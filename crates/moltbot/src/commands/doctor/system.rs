@@ -87,6 +87,57 @@ pub async fn database(config: &Config) -> Check {
     result
 }
 
+/// Which llama.cpp CPU backend local models run on. A portable build selects (and probes) one now; the
+/// default build needs x86-64-v3 (AVX2, FMA, F16C), which is checked here instead of dying with SIGILL.
+pub fn cpu_backend() -> Check {
+    const NAME: &str = "cpu_backend";
+    if !moltbot_engine::cpu::PORTABLE_BUILD {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let missing: Vec<&str> = [
+                ("avx2", std::arch::is_x86_feature_detected!("avx2")),
+                ("fma", std::arch::is_x86_feature_detected!("fma")),
+                ("f16c", std::arch::is_x86_feature_detected!("f16c")),
+            ]
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(n, _)| *n)
+            .collect();
+            if !missing.is_empty() {
+                return Check::fail(
+                    NAME,
+                    format!(
+                        "this CPU lacks {}, which this build's llama.cpp needs",
+                        missing.join(", ")
+                    ),
+                    "use the portable release (built with --features portable), which picks a backend this CPU runs",
+                );
+            }
+        }
+        return Check::pass(NAME, moltbot_engine::cpu::BUILTIN_DESCRIPTION.to_owned());
+    }
+    match moltbot_engine::cpu::ensure_loaded() {
+        Ok(choice) => {
+            let skipped = if choice.skipped.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = choice
+                    .skipped
+                    .iter()
+                    .map(|(v, why)| format!("{v} ({why})"))
+                    .collect();
+                format!("; passed over: {}", list.join(", "))
+            };
+            Check::pass(NAME, format!("portable build, using {}{skipped}", choice.variant))
+        }
+        Err(e) => Check::fail(
+            NAME,
+            e.clone(),
+            "set engine.cpu_variant to a variant this CPU runs (x64 runs everywhere), or engine.backends_dir",
+        ),
+    }
+}
+
 /// `nvidia-smi` output: driver, CUDA version and free memory per GPU, and whether this binary can use
 /// them (built with the `cuda` feature).
 pub fn gpu(config: &Config) -> Check {
