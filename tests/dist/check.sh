@@ -41,7 +41,7 @@ for v in $variants; do
     got=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read())["cpu_backend"])' <<<"$out")
     [[ "$got" == "$v" ]] && ok "forced $v runs" || bad "forced $v but got $got"
   elif ((rc >= 128)); then bad "forced $v crashed (exit $rc)"
-  elif grep -q "cannot run on this machine" "$work/err"; then ok "forced $v refused: $(grep -o 'cannot run on this machine.*' "$work/err" | cut -c1-110)"
+  elif grep -q "cannot run on this machine" "$work/err"; then ok "forced $v refused: $(grep -o "cannot run on this machine.*" "$work/err" | cut -c1-110)"
   else bad "forced $v failed without a clear message: $(tail -2 "$work/err")"; fi
 done
 

@@ -39,6 +39,10 @@ pub const VARIANTS: &[&str] = &[
     "x64",
 ];
 
+/// Why llama.cpp refuses a module: its `ggml_backend_score` found instructions this CPU lacks (or the
+/// file is not a ggml backend at all).
+pub const REFUSED: &str = "this CPU lacks its instructions (llama.cpp refused the module)";
+
 /// What the built-in (non-portable) CPU backend was compiled for.
 pub const BUILTIN_DESCRIPTION: &str = "built in (x86-64-v3: AVX2, FMA, F16C, BMI2)";
 
@@ -231,11 +235,11 @@ fn select(config: &CpuConfig) -> Result<CpuChoice, String> {
         .map(|(v, why)| format!("{v}: {why}"))
         .collect::<Vec<_>>()
         .join("; ");
-    Err(match &config.variant {
-        CpuVariant::Named(want) => {
-            format!("engine.cpu_variant = {want:?} cannot run on this machine ({detail})")
+    Err(match (&config.variant, skipped.as_slice()) {
+        (CpuVariant::Named(want), [(_, why)]) => {
+            format!("engine.cpu_variant = {want:?} cannot run on this machine: {why}")
         }
-        CpuVariant::Auto => format!(
+        _ => format!(
             "no llama.cpp CPU backend in {} runs on this machine ({detail})",
             dir.display()
         ),
@@ -264,16 +268,12 @@ fn run_probe(probe: &Probe, module: &Path) -> Result<(), String> {
                     use std::io::Read;
                     let _ = err.read_to_string(&mut stderr);
                 }
+                // The child prints its reason as its last line; a crash leaves only the signal.
                 let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-                return Err(format!(
-                    "probe failed ({}){}",
-                    describe_status(status),
-                    if last.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {last}")
-                    }
-                ));
+                return Err(match (status.code(), last.is_empty()) {
+                    (Some(_), false) => last.trim().to_owned(),
+                    _ => format!("its probe {}", describe_status(status)),
+                });
             }
             Ok(None) if started.elapsed() > *timeout => {
                 let _ = child.kill();
@@ -321,18 +321,19 @@ fn load_module(_path: &Path) -> Result<(), String> {
 /// random-weight model, decode a 64-token prompt and generate a few tokens. Exits the process with 0
 /// on success; a SIGILL kills it, which is the point.
 pub fn probe(module: &Path) -> Result<(), String> {
-    configure(CpuConfig {
-        dir: module.parent().map(Path::to_path_buf),
-        variant: CpuVariant::Named(
-            module
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.strip_prefix("libggml-cpu-"))
-                .unwrap_or_default()
-                .to_owned(),
-        ),
-        probe: Probe::None,
-    });
+    let variant = module
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_prefix("libggml-cpu-"))
+        .unwrap_or_default()
+        .to_owned();
+    // Loaded here, not through `configure`, so a refusal is one short line for the parent to report.
+    load_module(module)?;
+    let _ = CHOICE.set(Ok(CpuChoice {
+        variant,
+        path: Some(module.to_path_buf()),
+        skipped: Vec::new(),
+    }));
     if let Ok(v) = std::env::var("MOLTBOT_TEST_CPU_PROBE_CRASH")
         && module.to_string_lossy().contains(&format!("libggml-cpu-{v}."))
     {

@@ -112,6 +112,38 @@ upstream_model = "fake-beta"
         s
     }
 
+    /// Until the newest conversation holds an `incomplete` assistant reply (a cancelled turn, stored).
+    fn wait_for_incomplete_reply(&self) {
+        let http = reqwest::Client::new();
+        let get = |path: String| {
+            let req = http.get(format!("{}{path}", self.url())).bearer_auth(&self.key);
+            async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let started = Instant::now();
+        loop {
+            let found = self.rt.block_on(async {
+                let list = get("/v1/conversations?limit=1".to_owned()).await;
+                let Some(id) = list["data"][0]["id"].as_str() else {
+                    return false;
+                };
+                let items = get(format!("/v1/conversations/{id}/items?order=asc")).await;
+                items["data"].as_array().is_some_and(|items| {
+                    items
+                        .iter()
+                        .any(|i| i["role"] == "assistant" && i["status"] == "incomplete")
+                })
+            });
+            if found {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the cancelled reply was not stored as incomplete within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn chat_requests(&self) -> Vec<RecordedRequest> {
         self.fake.chat_requests()
     }
@@ -281,6 +313,10 @@ fn ctrl_c_cancels_a_streaming_reply_and_the_session_goes_on() {
     p.expect("alpha> ").unwrap();
     let closed = srv.rt.block_on(srv.fake.wait_for_close(Duration::from_secs(10)));
     assert!(closed, "the server dropped the upstream request");
+
+    // The server stores the delivered prefix once it notices the client left (at its next write to
+    // it); a follow-up sent before that would not see the prefix as context, so wait for it here.
+    srv.wait_for_incomplete_reply();
 
     // Ctrl-C at an empty prompt does not leave.
     p.send(ControlCode::EndOfText).unwrap();

@@ -87,6 +87,9 @@ pub async fn database(config: &Config) -> Check {
     result
 }
 
+const CPU_FIX: &str =
+    "set engine.cpu_variant to a variant this CPU runs (x64 runs everywhere), or engine.backends_dir";
+
 /// Which llama.cpp CPU backend local models run on. A portable build selects (and probes) one now; the
 /// default build needs x86-64-v3 (AVX2, FMA, F16C), which is checked here instead of dying with SIGILL.
 pub fn cpu_backend() -> Check {
@@ -116,24 +119,32 @@ pub fn cpu_backend() -> Check {
         }
         return Check::pass(NAME, moltbot_engine::cpu::BUILTIN_DESCRIPTION.to_owned());
     }
-    match moltbot_engine::cpu::ensure_loaded() {
-        Ok(choice) => {
-            let skipped = if choice.skipped.is_empty() {
-                String::new()
-            } else {
-                let list: Vec<String> = choice
-                    .skipped
-                    .iter()
-                    .map(|(v, why)| format!("{v} ({why})"))
-                    .collect();
-                format!("; passed over: {}", list.join(", "))
-            };
+    // Through the engine's own initialisation, so llama.cpp's messages go to the log, not the terminal.
+    let loaded = moltbot_engine::engine::backend()
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+    match (loaded, moltbot_engine::cpu::choice()) {
+        (Ok(()), Some(Ok(choice))) => {
+            // Group the variants passed over by reason: "; passed over zen4, skylakex: this CPU lacks …".
+            let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+            for (variant, why) in &choice.skipped {
+                match reasons.iter_mut().find(|(w, _)| *w == why.as_str()) {
+                    Some((_, vs)) => vs.push(variant),
+                    None => reasons.push((why, vec![variant])),
+                }
+            }
+            let skipped: String = reasons
+                .iter()
+                .map(|(why, vs)| format!("; passed over {}: {why}", vs.join(", ")))
+                .collect();
             Check::pass(NAME, format!("portable build, using {}{skipped}", choice.variant))
         }
-        Err(e) => Check::fail(
+        (Err(e), _) => Check::fail(NAME, e, CPU_FIX),
+        (Ok(()), Some(Err(e))) => Check::fail(NAME, e.clone(), CPU_FIX),
+        (Ok(()), None) => Check::fail(
             NAME,
-            e.clone(),
-            "set engine.cpu_variant to a variant this CPU runs (x64 runs everywhere), or engine.backends_dir",
+            "no CPU backend was recorded".to_owned(),
+            "report this as a bug",
         ),
     }
 }
