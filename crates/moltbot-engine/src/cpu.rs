@@ -41,7 +41,8 @@ pub const VARIANTS: &[&str] = &[
 
 /// Why llama.cpp refuses a module: its `ggml_backend_score` found instructions this CPU lacks (or the
 /// file is not a ggml backend at all).
-pub const REFUSED: &str = "this CPU lacks its instructions (llama.cpp refused the module)";
+pub const REFUSED: &str =
+    "llama.cpp refused it (this CPU lacks its instructions, or the file is not a backend)";
 
 /// What the built-in (non-portable) CPU backend was compiled for.
 pub const BUILTIN_DESCRIPTION: &str = "built in (x86-64-v3: AVX2, FMA, F16C, BMI2)";
@@ -305,9 +306,7 @@ fn load_module(path: &Path) -> Result<(), String> {
     // `ggml_backend_score` says the CPU lacks its instructions).
     let reg = unsafe { llama_cpp_sys_2::ggml_backend_load(c.as_ptr()) };
     if reg.is_null() {
-        return Err(
-            "llama.cpp refused it (this CPU lacks its instructions, or the file is not a backend)".into(),
-        );
+        return Err(REFUSED.into());
     }
     Ok(())
 }
