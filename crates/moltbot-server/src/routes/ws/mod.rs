@@ -437,7 +437,7 @@ mod tests {
     #[test]
     fn forwarded_headers_count_only_from_trusted_proxies() {
         let h = headers(&[
-            ("host", "10.0.0.5:18789"),
+            ("host", "10.0.0.5:7443"),
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "chat.example.com"),
             ("origin", "https://chat.example.com"),

@@ -527,8 +527,8 @@ mod tests {
     #[test]
     fn default_url_uses_loopback_for_wildcards() {
         assert_eq!(
-            default_url("0.0.0.0:18789".parse().unwrap()),
-            "http://127.0.0.1:18789"
+            default_url("0.0.0.0:7443".parse().unwrap()),
+            "http://127.0.0.1:7443"
         );
         assert_eq!(default_url("[::]:9".parse().unwrap()), "http://[::1]:9");
         assert_eq!(default_url("10.1.2.3:80".parse().unwrap()), "http://10.1.2.3:80");
