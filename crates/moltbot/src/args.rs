@@ -73,6 +73,20 @@ pub enum Command {
     /// Chat with a model from the terminal: against a running server (default) or in this process
     /// (--local). Replies stream; /help lists the commands; Ctrl-C cancels a reply, Ctrl-D leaves.
     Chat(ChatArgs),
+    /// Probe a running server's readiness (container HEALTHCHECK, scripts): GET /ready on the dialog
+    /// listener; exit 0 on a 2xx answer, 1 otherwise. Opens no database and loads no model.
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to probe (default: /ready on the configured dialog listener via loopback; https when
+    /// tls.listeners includes dialog).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Give up after this long (humantime: 3s, 500ms).
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args, Default)]

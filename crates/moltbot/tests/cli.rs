@@ -173,6 +173,42 @@ fn serve_writes_the_ready_file_and_stops_cleanly_on_sigterm() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
+#[test]
+fn healthcheck_is_zero_while_ready_and_one_once_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let mut child = moltbot(dir.path())
+        .args([
+            "serve",
+            "--chat-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--ready-file",
+        ])
+        .arg(&ready)
+        .env("MOLTBOT_SERVER__SHUTDOWN_DELAY", "100ms")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addrs = wait_ready(&mut child, &ready);
+    let chat = addrs["chat_addr"].as_str().unwrap().to_owned();
+    // The default URL comes from the configured dialog address (here given as a flag).
+    let (code, _, err) = run(moltbot(dir.path()).args(["--chat-addr", &chat, "healthcheck"]));
+    assert_eq!(code, 0, "{err}");
+    // Any answer but a 2xx is unhealthy (here: /v1/models without a key).
+    let (code, _, err) =
+        run(moltbot(dir.path()).args(["healthcheck", "--url", &format!("http://{chat}/v1/models")]));
+    assert_eq!(code, 1);
+    assert!(err.contains("answered 401"), "{err}");
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    let (code, _, err) =
+        run(moltbot(dir.path()).args(["--chat-addr", &chat, "healthcheck", "--timeout", "1s"]));
+    assert_eq!(code, 1);
+    assert!(err.starts_with("unhealthy: "), "{err}");
+}
+
 mod postgres {
     use super::*;
 

@@ -5,6 +5,7 @@ mod bootstrap;
 mod chat;
 mod config;
 mod doctor;
+mod healthcheck;
 mod init_db;
 mod keys;
 mod load_model;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::LoadModel(args)) => load_model::run(&cli.global, &args),
         Some(Command::BenchEngine(args)) => bench_engine::run(&cli.global, &args),
         Some(Command::Chat(args)) => chat::run(&cli.global, &args),
+        Some(Command::Healthcheck(args)) => healthcheck::run(&cli.global, &args),
     };
     match result {
         Ok(code) => code,
