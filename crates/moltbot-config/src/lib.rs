@@ -40,6 +40,7 @@ pub use model::{
 pub use render::{config_markdown, example_toml};
 pub use resolve::SECRET_COMMAND_TIMEOUT;
 pub use secret::{REDACTED, Secret};
+pub use types::{AcmeSettings, LETS_ENCRYPT_DIRECTORY, TLS_LISTENERS, TlsConfig};
 pub use types::{
     AdminConfig, AuthConfig, Config, DEFAULT_ADMIN_PORT, DEFAULT_CHAT_PORT, DEFAULT_DEBUG_ADDR,
     EngineSettings, KeyLimitsConfig, LogConfig, LogFormat, Profile, ServerConfig, StoreConfig, TOKENIZERS,

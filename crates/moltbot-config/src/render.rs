@@ -278,7 +278,11 @@ empty model names; a remote model without `endpoint`; a local model without `mod
 `endpoint`); fallbacks that name unknown
 models, the model itself, or form a cycle; zero timeouts, attempts or thresholds; a limit of 0 (omit it
 instead); `auth.token_ttl` longer than `auth.max_token_ttl`; a `server.cors_origins` entry that is not an
-origin; both `MOLTBOT_BOOTSTRAP_ADMIN_KEY` and `_FILE`, or a bootstrap key not shaped `mb_…`.
+origin; both `MOLTBOT_BOOTSTRAP_ADMIN_KEY` and `_FILE`, or a bootstrap key not shaped `mb_…`;
+`tls.cert` without `tls.key` (or the reverse), an unreadable `tls.cert`, `tls.key` or `tls.acme.ca_file`
+(the message names the path), both `tls.cert` and `tls.acme.domains`, an unknown name in
+`tls.listeners`, a `tls.acme.contact` not starting with `mailto:`, or `tls.acme.http01_addr` without
+`tls.acme.domains`.
 
 Warnings (logged at startup): in production, an empty `server.admin_allow_cidrs`,
 `log.prompts = true`, or a SQLite database; in development, an `auth.jwt_secret` shorter than
@@ -291,6 +295,10 @@ fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
         "debug_addr" => "\"127.0.0.1:5000\"",
         "metrics_addr" => "\"127.0.0.1:9464\"",
         "redis_url" => "\"redis://127.0.0.1:6379\"",
+        "tls.cert" => "\"/etc/letsencrypt/live/chat.example.com/fullchain.pem\"",
+        "tls.key" => "\"/etc/letsencrypt/live/chat.example.com/privkey.pem\"",
+        "tls.acme.ca_file" => "\"/etc/moltbot/acme-ca.pem\"",
+        "tls.acme.http01_addr" => "\"0.0.0.0:80\"",
         "models[].temperature" => "0.7",
         "models[].top_p" => "1.0",
         "models[].limits.requests_per_minute" => "60",

@@ -85,6 +85,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The local model engine (llama.cpp) as a whole.
     pub engine: EngineSettings,
+    /// Native TLS on the listeners (`[tls]`).
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Models (`[[models]]` in TOML).
     pub models: Vec<ModelConfig>,
     /// Default tokenizer encoding for remote models.
@@ -312,6 +315,84 @@ impl Default for AdminConfig {
     }
 }
 
+/// Listener names that `tls.listeners` may contain.
+pub const TLS_LISTENERS: &[&str] = &["dialog", "admin", "metrics", "debug"];
+
+/// Native TLS (`[tls]`): a certificate from files (reloaded when they change) or from ACME.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: Option<String>,
+    /// Private key (PEM) of `cert`.
+    pub key: Option<String>,
+    /// Listeners that speak TLS: any of `dialog`, `admin`, `metrics`, `debug`.
+    pub listeners: Vec<String>,
+    /// How often `cert`/`key` are checked for changes.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Built-in ACME (`[tls.acme]`).
+    pub acme: AcmeSettings,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            listeners: vec!["dialog".to_owned(), "admin".to_owned()],
+            reload_interval: Duration::from_secs(10),
+            acme: AcmeSettings::default(),
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured at all (files or ACME).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() || !self.acme.domains.is_empty()
+    }
+
+    /// Whether this listener (`dialog`, `admin`, `metrics`, `debug`) speaks TLS.
+    pub fn on(&self, listener: &str) -> bool {
+        self.enabled() && self.listeners.iter().any(|l| l == listener)
+    }
+}
+
+/// Default ACME directory: Let's Encrypt production.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+
+/// Built-in ACME (`[tls.acme]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeSettings {
+    /// Domains of the certificate; non-empty turns ACME on.
+    pub domains: Vec<String>,
+    /// Account contacts (`mailto:…`).
+    pub contact: Vec<String>,
+    /// ACME directory URL.
+    pub directory_url: String,
+    /// Extra root CA (PEM) trusted for the connection to the ACME server.
+    pub ca_file: Option<String>,
+    /// Where the account key and certificates are cached across restarts.
+    pub cache_dir: String,
+    /// Plain-HTTP listener for HTTP-01 challenges (redirects everything else to https).
+    pub http01_addr: Option<SocketAddr>,
+}
+
+impl Default for AcmeSettings {
+    fn default() -> Self {
+        Self {
+            domains: Vec::new(),
+            contact: Vec::new(),
+            directory_url: LETS_ENCRYPT_DIRECTORY.to_owned(),
+            ca_file: None,
+            cache_dir: "data/acme".to_owned(),
+            http01_addr: None,
+        }
+    }
+}
+
 impl Config {
     /// The built-in defaults for a profile (no models).
     pub fn defaults(profile: Profile) -> Self {
@@ -338,6 +419,7 @@ impl Config {
             limits: KeyLimitsConfig::default(),
             admin: AdminConfig::default(),
             engine: EngineSettings::default(),
+            tls: TlsConfig::default(),
             models: Vec::new(),
             tokenizer: TOKENIZERS[0].to_owned(),
         }
@@ -371,6 +453,7 @@ impl fmt::Debug for Config {
             .field("auth", &self.auth)
             .field("limits", &self.limits)
             .field("admin", &self.admin)
+            .field("tls", &self.tls)
             .field("models", &self.models)
             .field("tokenizer", &self.tokenizer)
             .finish()

@@ -76,6 +76,7 @@ pub(crate) fn validate(
     }
     check_addrs(config, origins)?;
     check_auth(config, &invalid)?;
+    check_tls(config, &invalid)?;
 
     non_empty_secret("database_password", config.database_password.as_ref(), &invalid)?;
     non_empty_secret("auth.jwt_secret", config.auth.jwt_secret.as_ref(), &invalid)?;
@@ -184,6 +185,7 @@ fn check_addrs(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
         vec![("chat_addr", config.chat_addr), ("admin_addr", config.admin_addr)];
     addrs.extend(config.debug_addr.map(|a| ("debug_addr", a)));
     addrs.extend(config.metrics_addr.map(|a| ("metrics_addr", a)));
+    addrs.extend(config.tls.acme.http01_addr.map(|a| ("tls.acme.http01_addr", a)));
     for (i, (key_a, a)) in addrs.iter().enumerate() {
         for (key_b, b) in &addrs[i + 1..] {
             if a == b && a.port() != 0 {
@@ -193,6 +195,94 @@ fn check_addrs(config: &Config, origins: &Origins) -> Result<(), ConfigError> {
                     origins.describe(key_b),
                 )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// `[tls]`: a complete source (cert + key, or ACME domains, never both), known listener names, and
+/// readable files (checked here so that `serve` fails at startup naming the path, not at the first
+/// handshake).
+fn check_tls(config: &Config, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
+    let tls = &config.tls;
+    let acme = &tls.acme;
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => {
+            return Err(invalid(
+                "tls.key",
+                "is required when tls.cert is set (the certificate's private key, PEM)".to_owned(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "tls.cert",
+                "is required when tls.key is set (the certificate chain, PEM)".to_owned(),
+            ));
+        }
+        _ => {}
+    }
+    if tls.cert.is_some() && !acme.domains.is_empty() {
+        return Err(ConfigError::Rule(
+            "tls.cert and tls.acme.domains are both set: use either certificate files (tls.cert/tls.key, e.g. from \
+             certbot) or built-in ACME (tls.acme.domains), not both"
+                .to_owned(),
+        ));
+    }
+    for (i, name) in tls.listeners.iter().enumerate() {
+        if !crate::types::TLS_LISTENERS.contains(&name.as_str()) {
+            return Err(invalid(
+                &format!("tls.listeners[{i}]"),
+                format!("expected one of dialog, admin, metrics, debug, got {name:?}"),
+            ));
+        }
+    }
+    positive("tls.reload_interval", tls.reload_interval, invalid)?;
+    if !tls.enabled() {
+        if acme.http01_addr.is_some() {
+            return Err(invalid(
+                "tls.acme.http01_addr",
+                "needs tls.acme.domains (the HTTP-01 listener only serves ACME challenges)".to_owned(),
+            ));
+        }
+        return Ok(());
+    }
+    if tls.listeners.is_empty() {
+        return Err(invalid(
+            "tls.listeners",
+            "must name at least one listener when TLS is configured".to_owned(),
+        ));
+    }
+    for (i, domain) in acme.domains.iter().enumerate() {
+        if domain.trim().is_empty() || domain.contains(['/', ':', ' ', '*']) {
+            return Err(invalid(
+                &format!("tls.acme.domains[{i}]"),
+                format!(
+                    "expected a DNS name like \"chat.example.com\" (no wildcard, scheme or port), got {domain:?}"
+                ),
+            ));
+        }
+    }
+    for (i, contact) in acme.contact.iter().enumerate() {
+        if !contact.starts_with("mailto:") {
+            return Err(invalid(
+                &format!("tls.acme.contact[{i}]"),
+                format!("expected \"mailto:address\", got {contact:?}"),
+            ));
+        }
+    }
+    if !acme.domains.is_empty() && acme.cache_dir.trim().is_empty() {
+        return Err(invalid("tls.acme.cache_dir", "must not be empty".to_owned()));
+    }
+    let files = [("tls.cert", tls.cert.as_ref()), ("tls.key", tls.key.as_ref())];
+    let acme_ca = [(
+        "tls.acme.ca_file",
+        acme.ca_file.as_ref().filter(|_| !acme.domains.is_empty()),
+    )];
+    for (key, path) in files.into_iter().chain(acme_ca) {
+        if let Some(path) = path
+            && let Err(e) = std::fs::File::open(path)
+        {
+            return Err(invalid(key, format!("cannot read {path}: {e}")));
         }
     }
     Ok(())

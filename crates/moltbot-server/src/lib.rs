@@ -17,6 +17,7 @@ pub mod routes;
 pub mod security;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,16 +1,21 @@
 //! Binding the listeners (with errors that name the address and the cause) and running them until
 //! shutdown: `/ready` turns 503 at once, the listeners keep accepting for `shutdown_delay` so load
 //! balancers notice, then stop accepting; in-flight requests and streams get `shutdown_grace` to finish.
+//!
+//! Listeners named in `tls.listeners` speak TLS (see [`crate::tls`]); their handshakes run off the
+//! accept loop, and the same shutdown sequence applies.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use axum::serve::ListenerExt as _;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
+use crate::tls::listener::ServeListener;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot bind the {name} listener to {addr}: {cause}")]
@@ -26,6 +31,8 @@ pub struct Listeners {
     pub debug: Option<TcpListener>,
     /// `/metrics` on its own address (`metrics_addr`); see [`Listeners::with_metrics`].
     pub metrics: Option<TcpListener>,
+    /// Plain-HTTP ACME HTTP-01 listener (`tls.acme.http01_addr`); see [`Listeners::with_acme_http01`].
+    pub http01: Option<TcpListener>,
 }
 
 /// The addresses actually bound (port 0 resolved), written to `--ready-file`.
@@ -36,6 +43,8 @@ pub struct BoundAddrs {
     pub debug_addr: Option<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http01_addr: Option<SocketAddr>,
     pub pid: u32,
 }
 
@@ -73,6 +82,7 @@ impl Listeners {
             admin,
             debug,
             metrics: None,
+            http01: None,
         })
     }
 
@@ -84,12 +94,21 @@ impl Listeners {
         Ok(self)
     }
 
+    /// Also bind the ACME HTTP-01 listener (`tls.acme.http01_addr`), when configured.
+    pub async fn with_acme_http01(mut self, addr: Option<SocketAddr>) -> Result<Self, BindError> {
+        if let Some(a) = addr {
+            self.http01 = Some(bind_one("ACME HTTP-01", a).await?);
+        }
+        Ok(self)
+    }
+
     pub fn addrs(&self) -> std::io::Result<BoundAddrs> {
         Ok(BoundAddrs {
             chat_addr: self.chat.local_addr()?,
             admin_addr: self.admin.local_addr()?,
             debug_addr: self.debug.as_ref().map(TcpListener::local_addr).transpose()?,
             metrics_addr: self.metrics.as_ref().map(TcpListener::local_addr).transpose()?,
+            http01_addr: self.http01.as_ref().map(TcpListener::local_addr).transpose()?,
             pid: std::process::id(),
         })
     }
@@ -103,25 +122,74 @@ pub async fn serve(
     ready_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let addrs = listeners.addrs()?;
+    // Certificate files are read (or the ACME client set up) before anything is served, so that a
+    // bad `[tls]` stops the start with an error naming the file.
+    let tls = crate::tls::Tls::from_config(&state.config)?;
+    let acceptor = tls.as_ref().map(crate::tls::Tls::acceptor);
+    let tls_config = &state.config.tls;
     let stop_accepting = CancellationToken::new();
     let mut servers = tokio::task::JoinSet::new();
-    let spawn = |servers: &mut tokio::task::JoinSet<std::io::Result<()>>, l: TcpListener, r: axum::Router| {
+    let spawn = |servers: &mut tokio::task::JoinSet<std::io::Result<()>>,
+                 name: &str,
+                 l: TcpListener,
+                 r: axum::Router|
+     -> std::io::Result<()> {
         let token = stop_accepting.clone();
+        let (l, r) = match &acceptor {
+            Some(acceptor) if tls_config.on(name) => (
+                ServeListener::Tls(acceptor.clone().listen(l)?),
+                r.layer(axum::Extension(crate::tls::TlsConnection)),
+            ),
+            _ => (ServeListener::Plain(l), r),
+        };
         servers.spawn(async move {
-            axum::serve(l, r.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
+            // `tap_io` only so that axum's `ConnectInfo<SocketAddr>` applies to our listener type.
+            axum::serve(
+                l.tap_io(|_| {}),
+                r.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned())
+            .await
         });
+        Ok(())
     };
-    spawn(&mut servers, listeners.chat, crate::chat_router(state.clone()));
-    spawn(&mut servers, listeners.admin, crate::admin_router(state.clone()));
+    spawn(
+        &mut servers,
+        "dialog",
+        listeners.chat,
+        crate::chat_router(state.clone()),
+    )?;
+    spawn(
+        &mut servers,
+        "admin",
+        listeners.admin,
+        crate::admin_router(state.clone()),
+    )?;
     if let Some(l) = listeners.debug {
         tracing::warn!(addr = %addrs.debug_addr.map(|a| a.to_string()).unwrap_or_default(),
             "the debug listener is enabled (development only)");
-        spawn(&mut servers, l, crate::debug_router(state.clone()));
+        spawn(&mut servers, "debug", l, crate::debug_router(state.clone()))?;
     }
     if let Some(l) = listeners.metrics {
-        spawn(&mut servers, l, crate::metrics_router(state.clone()));
+        spawn(&mut servers, "metrics", l, crate::metrics_router(state.clone()))?;
+    }
+    let https_port = if tls_config.on("dialog") {
+        addrs.chat_addr.port()
+    } else {
+        addrs.admin_addr.port()
+    };
+    match (
+        listeners.http01,
+        tls.as_ref().and_then(|t| t.http01_router(https_port)),
+    ) {
+        (Some(l), Some(router)) => spawn(&mut servers, "http01", l, router)?,
+        (Some(_), None) => tracing::warn!("tls.acme.http01_addr is bound but ACME is off; not serving it"),
+        _ => {}
+    }
+    let stop_tls = CancellationToken::new();
+    let tls_task = tls.map(|t| t.spawn(stop_tls.clone()));
+    if acceptor.is_some() {
+        tracing::info!(listeners = ?tls_config.listeners, "native TLS enabled");
     }
     let purge = tokio::spawn(crate::idempotency::purge_loop(state.clone()));
     state.readiness.set_listening();
@@ -158,6 +226,10 @@ pub async fn serve(
         servers.abort_all();
     }
     purge.abort();
+    stop_tls.cancel();
+    if let Some(t) = tls_task {
+        t.abort();
+    }
     tracing::info!("moltbot stopped");
     Ok(())
 }

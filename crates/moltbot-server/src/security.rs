@@ -15,10 +15,9 @@ pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 
 pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 
 /// Adds `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`, a strict CSP (unless the route
-/// set one), and HSTS when the request arrived over TLS (as reported by a trusted proxy's
-/// `X-Forwarded-Proto: https`; moltbot itself listens in plain HTTP).
+/// set one), and HSTS when the request arrived over TLS (see [`request_is_tls`]).
 pub async fn headers(State(trusted): State<Arc<Vec<IpNet>>>, req: Request, next: Next) -> Response {
-    let tls = forwarded_tls(&trusted, crate::auth::peer_ip(req.extensions()), req.headers());
+    let tls = request_is_tls(&trusted, req.extensions(), req.headers());
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
@@ -36,8 +35,19 @@ pub async fn headers(State(trusted): State<Arc<Vec<IpNet>>>, req: Request, next:
     resp
 }
 
-/// Whether the request arrived over TLS: a trusted proxy (`server.trusted_proxies`) says
-/// `X-Forwarded-Proto: https`. moltbot itself listens in plain HTTP.
+/// Whether the request arrived over TLS: on one of our own TLS listeners (`[tls]`), or through a
+/// trusted proxy that says `X-Forwarded-Proto: https`.
+pub fn request_is_tls(
+    trusted: &[IpNet],
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+) -> bool {
+    crate::tls::arrived_over_tls(extensions)
+        || forwarded_tls(trusted, crate::auth::peer_ip(extensions), headers)
+}
+
+/// Whether a trusted proxy (`server.trusted_proxies`) says the client used TLS
+/// (`X-Forwarded-Proto: https`).
 pub fn forwarded_tls(trusted: &[IpNet], peer: std::net::IpAddr, headers: &axum::http::HeaderMap) -> bool {
     trusted.iter().any(|net| net.contains(&peer))
         && headers

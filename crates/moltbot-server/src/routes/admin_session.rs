@@ -56,13 +56,10 @@ impl SessionObject {
     }
 }
 
-/// `Secure` when the request reached us over TLS through a trusted proxy.
+/// `Secure` when the request reached us over TLS: our own TLS listener, or a trusted proxy's
+/// `X-Forwarded-Proto: https`.
 fn secure(state: &AppState, extensions: &Extensions, headers: &HeaderMap) -> bool {
-    crate::security::forwarded_tls(
-        &state.config.server.trusted_proxies,
-        crate::auth::peer_ip(extensions),
-        headers,
-    )
+    crate::security::request_is_tls(&state.config.server.trusted_proxies, extensions, headers)
 }
 
 fn with_cookie(body: impl IntoResponse, cookie: HeaderValue) -> Response {

@@ -155,6 +155,20 @@ pub async fn start_config_clock(
         .with_metrics(cfg.metrics_addr)
         .await
         .unwrap();
+    start_listeners_clock(cfg, dir, listeners, clock).await
+}
+
+/// Like [`start_config`], on listeners the test bound itself.
+pub async fn start_listeners(cfg: Config, dir: tempfile::TempDir, listeners: Listeners) -> TestServer {
+    start_listeners_clock(cfg, dir, listeners, None).await
+}
+
+async fn start_listeners_clock(
+    cfg: Config,
+    dir: tempfile::TempDir,
+    listeners: Listeners,
+    clock: Option<Arc<dyn Clock>>,
+) -> TestServer {
     let addrs = listeners.addrs().unwrap();
     let mut state = moltbot_server::build_state(cfg, BuildOptions::default())
         .await

@@ -19,6 +19,8 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
             moltbot_server::Listeners::bind(config.chat_addr, config.admin_addr, config.debug_addr)
                 .await?
                 .with_metrics(config.metrics_addr)
+                .await?
+                .with_acme_http01(config.tls.acme.http01_addr)
                 .await?;
         let state = moltbot_server::build_state(
             config,

@@ -180,6 +180,18 @@ pub fn origin_allowed(
     trusted: &[ipnet::IpNet],
     allowed: &[String],
 ) -> bool {
+    origin_allowed_over(headers, peer, false, trusted, allowed)
+}
+
+/// [`origin_allowed`] for a request that arrived on one of our own TLS listeners (`tls`): its own
+/// origin is then `https://…`.
+pub fn origin_allowed_over(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    tls: bool,
+    trusted: &[ipnet::IpNet],
+    allowed: &[String],
+) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
@@ -203,10 +215,11 @@ pub fn origin_allowed(
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
+    let own_scheme = if tls { "https" } else { "http" };
     let scheme = if via_proxy {
-        forwarded("x-forwarded-proto").unwrap_or("http")
+        forwarded("x-forwarded-proto").unwrap_or(own_scheme)
     } else {
-        "http"
+        own_scheme
     };
     let host = if via_proxy {
         forwarded("x-forwarded-host")
@@ -283,7 +296,8 @@ pub async fn upgrade(
         }
         .into_response();
     }
-    if !origin_allowed(&parts.headers, peer, &cfg.trusted_proxies, &cfg.cors_origins) {
+    let tls = crate::tls::arrived_over_tls(&parts.extensions);
+    if !origin_allowed_over(&parts.headers, peer, tls, &cfg.trusted_proxies, &cfg.cors_origins) {
         tracing::warn!(client.ip = %peer, "WebSocket refused: Origin not allowed");
         return ApiError::Forbidden {
             message: "This Origin may not open a WebSocket here: it must be the server's own origin or be \
