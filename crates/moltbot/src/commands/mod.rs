@@ -41,6 +41,20 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The base URL (`scheme://ip:port`) that reaches a listener bound to `addr` from this host: loopback when
+/// it listens on every address; `https` when the listener speaks native TLS.
+pub fn loopback_url(addr: std::net::SocketAddr, tls: bool) -> String {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
+}
+
 /// Load the layered configuration for this process: file, `.env` in the working directory,
 /// environment, flags.
 pub fn load_config(global: &GlobalArgs) -> Result<LoadedConfig, moltbot_config::ConfigError> {

@@ -240,7 +240,7 @@ async fn connect(global: &GlobalArgs, args: &ChatArgs) -> anyhow::Result<(Backen
     };
     let url = match (&args.url, &config) {
         (Some(u), _) => u.clone(),
-        (None, Some(c)) => default_url(c.chat_addr),
+        (None, Some(c)) => super::loopback_url(c.chat_addr, c.tls.on("dialog")),
         (None, None) => unreachable!("the configuration is loaded when --url is absent"),
     };
     let (key, key_origin) = match (&args.api_key, &config) {
@@ -254,17 +254,6 @@ async fn connect(global: &GlobalArgs, args: &ChatArgs) -> anyhow::Result<(Backen
 }
 
 /// `http://<chat_addr>`, with a wildcard address replaced by loopback.
-fn default_url(addr: std::net::SocketAddr) -> String {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    format!("http://{addr}")
-}
-
 /// The bootstrap admin key file (`auth.bootstrap_key_file`), when it exists.
 fn key_from_file(path: &str) -> anyhow::Result<(Option<Secret>, String)> {
     match std::fs::read_to_string(path) {
@@ -526,12 +515,16 @@ mod tests {
 
     #[test]
     fn default_url_uses_loopback_for_wildcards() {
+        use crate::commands::loopback_url;
         assert_eq!(
-            default_url("0.0.0.0:7443".parse().unwrap()),
+            loopback_url("0.0.0.0:7443".parse().unwrap(), false),
             "http://127.0.0.1:7443"
         );
-        assert_eq!(default_url("[::]:9".parse().unwrap()), "http://[::1]:9");
-        assert_eq!(default_url("10.1.2.3:80".parse().unwrap()), "http://10.1.2.3:80");
+        assert_eq!(loopback_url("[::]:9".parse().unwrap(), true), "https://[::1]:9");
+        assert_eq!(
+            loopback_url("10.1.2.3:80".parse().unwrap(), false),
+            "http://10.1.2.3:80"
+        );
     }
 
     #[test]

@@ -91,9 +91,19 @@ async fn answers_like_moltbot(addr: SocketAddr) -> bool {
     };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
+        // Only identifying the holder of the port (which may speak native TLS with a certificate for a
+        // public name), not trusting it with anything.
+        .danger_accept_invalid_certs(true)
         .build()
         .unwrap_or_default();
-    let Ok(resp) = client.get(format!("http://{target}/health")).send().await else {
+    let mut answer = None;
+    for scheme in ["http", "https"] {
+        if let Ok(resp) = client.get(format!("{scheme}://{target}/health")).send().await {
+            answer = Some(resp);
+            break;
+        }
+    }
+    let Some(resp) = answer else {
         return false;
     };
     let has_id = resp.headers().contains_key("x-request-id");
