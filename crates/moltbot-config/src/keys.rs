@@ -135,6 +135,7 @@ const fn k(
 }
 
 const PROFILES: &[&str] = &["development", "production"];
+const REDIS_FAILURE: &[&str] = &["open", "closed"];
 const LOG_FORMATS: &[&str] = &["text", "json"];
 const BACKENDS: &[&str] = &["remote", "local"];
 
@@ -233,6 +234,12 @@ pub const KEYS: &[KeyDoc] = &[
       "Burst B = rate × burst_window: with R per minute, at most B + R·t pass in t minutes."),
     k("admin.session_ttl", Some("MOLTBOT_ADMIN__SESSION_TTL"), None, "8h", V::Duration,
       "Lifetime of an admin console session (the `moltbot_admin` cookie); signing in again starts a new one."),
+    k("cluster.redis_key_prefix", Some("MOLTBOT_CLUSTER__REDIS_KEY_PREFIX"), None, "moltbot:", V::String,
+      "Prefix of every Redis key moltbot writes (several deployments can share one Redis)."),
+    k("cluster.redis_failure", Some("MOLTBOT_CLUSTER__REDIS_FAILURE"), None, "open", V::Enum(REDIS_FAILURE),
+      "When Redis is unreachable: `open` = per-replica limits in memory (metric `moltbot_redis_up` 0) or `closed` = 503 `redis_unavailable`."),
+    k("cluster.redis_timeout", Some("MOLTBOT_CLUSTER__REDIS_TIMEOUT"), None, "250ms", V::Duration,
+      "Budget of one Redis operation before the `redis_failure` policy applies."),
     k("engine.cpu_variant", Some("MOLTBOT_ENGINE__CPU_VARIANT"), None, "auto", V::String,
       "Portable builds: the llama.cpp CPU backend, `auto` (best that passes a probe) or a variant (`haswell`, `skylakex`, `x64`, …)."),
     k("engine.backends_dir", Some("MOLTBOT_ENGINE__BACKENDS_DIR"), None, "(backends/ beside the binary)", V::String,

@@ -45,3 +45,4 @@ pub use types::{
     AdminConfig, AuthConfig, Config, DEFAULT_ADMIN_PORT, DEFAULT_CHAT_PORT, DEFAULT_DEBUG_ADDR,
     EngineSettings, KeyLimitsConfig, LogConfig, LogFormat, Profile, ServerConfig, StoreConfig, TOKENIZERS,
 };
+pub use types::{ClusterConfig, RedisFailure};

@@ -85,6 +85,9 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The local model engine (llama.cpp) as a whole.
     pub engine: EngineSettings,
+    /// Several replicas sharing state through Redis (`[cluster]`).
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     /// Native TLS on the listeners (`[tls]`).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -288,6 +291,40 @@ pub struct AdminConfig {
     pub session_ttl: Duration,
 }
 
+/// What replicas do when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFailure {
+    /// Keep serving with per-replica limits in memory (`moltbot_redis_up` 0, a warning).
+    #[default]
+    Open,
+    /// Refuse rate-limited requests with 503 `redis_unavailable`.
+    Closed,
+}
+
+/// Replicas sharing limits, lockouts, tickets and sign-outs through Redis (`[cluster]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Prefix of every Redis key.
+    pub redis_key_prefix: String,
+    /// Policy while Redis is unreachable.
+    pub redis_failure: RedisFailure,
+    /// Budget of one Redis operation.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_key_prefix: "moltbot:".to_owned(),
+            redis_failure: RedisFailure::Open,
+            redis_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
 /// The local model engine (`[engine]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -419,6 +456,7 @@ impl Config {
             limits: KeyLimitsConfig::default(),
             admin: AdminConfig::default(),
             engine: EngineSettings::default(),
+            cluster: ClusterConfig::default(),
             tls: TlsConfig::default(),
             models: Vec::new(),
             tokenizer: TOKENIZERS[0].to_owned(),
@@ -454,6 +492,7 @@ impl fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("admin", &self.admin)
             .field("tls", &self.tls)
+            .field("cluster", &self.cluster)
             .field("models", &self.models)
             .field("tokenizer", &self.tokenizer)
             .finish()

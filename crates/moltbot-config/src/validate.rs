@@ -129,6 +129,7 @@ fn check_auth(config: &Config, invalid: &Invalid<'_>) -> Result<(), ConfigError>
         ("auth.lockout_duration", a.lockout_duration),
         ("limits.burst_window", config.limits.burst_window),
         ("admin.session_ttl", config.admin.session_ttl),
+        ("cluster.redis_timeout", config.cluster.redis_timeout),
     ] {
         positive(key, value, invalid)?;
     }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// What a credential may do. Least privilege: no scope implies another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Scope {
     /// `POST /v1/chat/completions`.
     Chat,
@@ -66,7 +66,7 @@ impl fmt::Display for Scope {
 }
 
 /// Per-key limits; `None` falls back to the configured default (which may be unlimited).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyLimits {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,
@@ -193,7 +193,7 @@ impl ApiKeyUpdate {
 }
 
 /// How a caller authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Credential {
     ApiKey,
     /// A JWT access token from `/v1/auth/token`.
@@ -201,7 +201,7 @@ pub enum Credential {
 }
 
 /// An authenticated caller. Records are owned by [`Principal::owner`], the API key id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     pub key_id: String,
     pub key_name: String,

@@ -50,6 +50,9 @@ pub struct Decision {
     pub reset: Duration,
     /// When denied: until this request's cost would fit.
     pub retry_after: Option<Duration>,
+    /// Denied because the shared limiter could not decide (Redis down, policy `closed`), not because
+    /// the limit was reached: the caller answers 503, not 429.
+    pub unavailable: bool,
 }
 
 #[async_trait]
@@ -129,6 +132,7 @@ impl InMemoryLimiter {
             remaining: u64::try_from(capacity.saturating_sub(used) / t).unwrap_or(u64::MAX),
             reset: nanos(used),
             retry_after: (!allowed).then(|| nanos(new_tat - now - capacity)),
+            unavailable: false,
         }
     }
 }

@@ -159,7 +159,17 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         clock.clone(),
         config.store.record_exchanges,
     ));
-    let auth = Arc::new(crate::auth::Auth::new(&config, store.clone(), clock.clone()));
+    let mut auth = crate::auth::Auth::new(&config, store.clone(), clock.clone());
+    if let Some(url) = &config.redis_url {
+        let shared = crate::cluster::Shared::start(url, &config.cluster)
+            .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
+        tracing::info!(
+            redis.policy = ?config.cluster.redis_failure,
+            "cluster mode: rate limits, quotas, lockouts, WebSocket tickets and sign-outs shared through Redis"
+        );
+        auth = auth.with_cluster(shared);
+    }
+    let auth = Arc::new(auth);
     Ok(AppState {
         auth,
         body_limit: config.server.body_limit_bytes,

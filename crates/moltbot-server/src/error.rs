@@ -38,6 +38,8 @@ pub enum ApiError {
     Internal(String),
     Unavailable {
         message: String,
+        /// `error.code`: `service_unavailable`, or what is unavailable (`redis_unavailable`).
+        code: &'static str,
         retry_after: Option<Duration>,
     },
     /// 401: credentials missing or not accepted (the message never says which part was wrong).
@@ -157,8 +159,8 @@ impl ApiError {
                 None,
                 Some("internal_error"),
             ),
-            ApiError::Unavailable { message, .. } => {
-                ErrorEnvelope::new("server_error", message.clone(), None, Some("service_unavailable"))
+            ApiError::Unavailable { message, code, .. } => {
+                ErrorEnvelope::new("server_error", message.clone(), None, Some(code))
             }
             ApiError::Unauthorized { message, code } | ApiError::Forbidden { message, code } => {
                 ErrorEnvelope::new("invalid_request_error", message.clone(), None, Some(code))

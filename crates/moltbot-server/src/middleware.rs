@@ -94,6 +94,7 @@ pub async fn timeout(duration: Duration, fut: impl std::future::Future<Output = 
         Ok(r) => r,
         Err(_) => ApiError::Unavailable {
             message: format!("The request did not complete within {} s.", duration.as_secs()),
+            code: "service_unavailable",
             retry_after: None,
         }
         .into_response(),

@@ -203,7 +203,7 @@ async fn tokens_are_issued_for_keys_and_work_like_them() {
         .update_api_key(&chat_only.id, &update)
         .await
         .unwrap();
-    srv.state.auth.forget(&chat_only);
+    srv.state.auth.forget(&chat_only).await;
     let capped: Value = token(&srv, &chat_secret, json!({})).await.json().await.unwrap();
     assert!(capped["expires_in"].as_i64().unwrap() <= 100, "{capped}");
     srv.stop().await;

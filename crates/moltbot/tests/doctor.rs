@@ -195,3 +195,31 @@ fn invalid_config_fails_with_the_reason() {
             .contains("chat_addr")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_is_checked_in_cluster_mode() {
+    let (_fake, dir, _) = setup(Script::default()).await;
+    let (_, report) = doctor(dir.path()).await;
+    assert_eq!(check(&report, "redis")["verdict"], "skip", "{report:#}");
+    // The shared test Redis answers; a port where nothing listens fails with the fix.
+    let toml = dir.path().join("moltbot.toml");
+    let base = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("redis_url = \"redis://127.0.0.1:6379\"\n{base}")).unwrap();
+    let (_, report) = doctor(dir.path()).await;
+    let redis = check(&report, "redis");
+    assert_eq!(redis["verdict"], "pass", "{report:#}");
+    assert!(
+        redis["detail"].as_str().unwrap().starts_with("Redis 7."),
+        "{redis}"
+    );
+    std::fs::write(
+        &toml,
+        format!("redis_url = \"redis://127.0.0.1:{}\"\n{base}", free_port()),
+    )
+    .unwrap();
+    let (code, report) = doctor(dir.path()).await;
+    assert_eq!(code, 1);
+    let redis = check(&report, "redis");
+    assert_eq!(redis["verdict"], "fail", "{report:#}");
+    assert!(redis["fix"].as_str().unwrap().contains("redis_url"), "{redis}");
+}

@@ -31,6 +31,9 @@ pub(crate) async fn check_requests(auth: &Auth, p: &Principal) -> Result<Option<
     if d.allowed {
         return Ok(Some(d));
     }
+    if d.unavailable {
+        return Err(redis_unavailable(&d).into_response());
+    }
     let mut resp = rate_limited(
         format!(
             "Rate limit reached for requests: limit {rpm} per minute. Please try again in {}.",
@@ -41,6 +44,17 @@ pub(crate) async fn check_requests(auth: &Auth, p: &Principal) -> Result<Option<
     .into_response();
     request_headers(resp.headers_mut(), &d);
     Err(resp)
+}
+
+/// The shared limiter could not decide (cluster mode, Redis down, `cluster.redis_failure = "closed"`).
+fn redis_unavailable(d: &Decision) -> ApiError {
+    ApiError::Unavailable {
+        message: "Rate limits cannot be checked right now (the shared limit store is unavailable); \
+                  please retry shortly."
+            .into(),
+        code: "redis_unavailable",
+        retry_after: d.retry_after,
+    }
 }
 
 fn rate_limited(message: String, d: &Decision) -> ApiError {
@@ -219,6 +233,9 @@ pub async fn begin_chat(
         }
         // A pre-check: look, do not take (the reply's real usage is debited afterwards).
         let d = auth.limiter.acquire(&key, quota, 0).await;
+        if d.unavailable {
+            return Err(redis_unavailable(&d).into_response());
+        }
         if d.remaining < cost {
             let probe = Decision {
                 retry_after: Some(

@@ -1,10 +1,14 @@
 //! Brute-force protection: failed authentications are counted per client address in a fixed window;
 //! `threshold` failures lock the address out for `duration` (429). The client address honours
 //! `X-Forwarded-For` only when the connection comes from a trusted proxy.
+//!
+//! In cluster mode the counters and lockouts live in Redis (`lock:<ip>`, `fail:<ip>`), so an address
+//! locked out on one replica is locked out on all; while Redis is unavailable each replica counts on its
+//! own (the in-memory path below).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -14,8 +18,27 @@ use moltbot_core::Clock;
 /// Entries kept at most; beyond this, stale entries are dropped first (bounded memory under a flood).
 const MAX_ENTRIES: usize = 100_000;
 
+/// KEYS fail counter, lock; ARGV threshold, window ms, duration ms. Returns 1 when this failure locked out.
+static RECORD: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if n >= tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+",
+    )
+});
+
 pub struct Lockout {
     clock: Arc<dyn Clock>,
+    /// Cluster mode: shared counters in Redis.
+    shared: Option<Arc<crate::cluster::Shared>>,
     threshold: u32,
     window_ms: i64,
     duration_ms: i64,
@@ -49,7 +72,61 @@ impl Lockout {
             window_ms: ms(window),
             duration_ms: ms(duration),
             entries: Mutex::new(HashMap::new()),
+            shared: None,
         }
+    }
+
+    /// Share counters and lockouts through Redis (cluster mode).
+    pub fn with_shared(mut self, shared: Option<Arc<crate::cluster::Shared>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// `Some(remaining)` while the address is locked out (on any replica, in cluster mode).
+    pub async fn locked(&self, ip: IpAddr) -> Option<Duration> {
+        if let Some(shared) = &self.shared {
+            let key = shared.key(&format!("lock:{ip}"));
+            let ttl = shared
+                .run("lockout", |mut c| async move {
+                    redis::cmd("PTTL").arg(key).query_async::<i64>(&mut c).await
+                })
+                .await;
+            if let Ok(ms) = ttl {
+                return (ms > 0).then(|| Duration::from_millis(ms.unsigned_abs()));
+            }
+        }
+        self.locked_local(ip)
+    }
+
+    /// Count a failed authentication from `ip`.
+    pub async fn record_failure(&self, ip: IpAddr) -> Failure {
+        if let Some(shared) = &self.shared {
+            let (fail, lock) = (
+                shared.key(&format!("fail:{ip}")),
+                shared.key(&format!("lock:{ip}")),
+            );
+            let (threshold, window, duration) = (self.threshold, self.window_ms, self.duration_ms);
+            let r = shared
+                .run("lockout", |mut c| async move {
+                    RECORD
+                        .key(fail)
+                        .key(lock)
+                        .arg(threshold)
+                        .arg(window)
+                        .arg(duration)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                })
+                .await;
+            if let Ok(locked) = r {
+                return if locked == 1 {
+                    Failure::LockedOut
+                } else {
+                    Failure::Counted
+                };
+            }
+        }
+        self.record_failure_local(ip)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
@@ -58,14 +135,13 @@ impl Lockout {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// `Some(remaining)` while the address is locked out.
-    pub fn locked(&self, ip: IpAddr) -> Option<Duration> {
+    fn locked_local(&self, ip: IpAddr) -> Option<Duration> {
         let now = self.clock.now_millis();
         let until = self.lock().get(&ip)?.locked_until?;
         (until > now).then(|| Duration::from_millis(u64::try_from(until - now).unwrap_or(0)))
     }
 
-    pub fn record_failure(&self, ip: IpAddr) -> Failure {
+    fn record_failure_local(&self, ip: IpAddr) -> Failure {
         let now = self.clock.now_millis();
         let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES {
@@ -130,17 +206,17 @@ mod tests {
         );
         let ip: IpAddr = "203.0.113.7".parse().unwrap();
         let other: IpAddr = "203.0.113.8".parse().unwrap();
-        assert_eq!(l.record_failure(ip), Failure::Counted);
-        assert_eq!(l.record_failure(ip), Failure::Counted);
-        assert_eq!(l.locked(ip), None);
-        assert_eq!(l.record_failure(ip), Failure::LockedOut);
-        assert_eq!(l.locked(ip), Some(Duration::from_secs(300)));
-        assert_eq!(l.locked(other), None);
+        assert_eq!(l.record_failure_local(ip), Failure::Counted);
+        assert_eq!(l.record_failure_local(ip), Failure::Counted);
+        assert_eq!(l.locked_local(ip), None);
+        assert_eq!(l.record_failure_local(ip), Failure::LockedOut);
+        assert_eq!(l.locked_local(ip), Some(Duration::from_secs(300)));
+        assert_eq!(l.locked_local(other), None);
         clock.advance(Duration::from_secs(299));
-        assert!(l.locked(ip).is_some());
+        assert!(l.locked_local(ip).is_some());
         clock.advance(Duration::from_secs(1));
-        assert_eq!(l.locked(ip), None);
-        assert_eq!(l.record_failure(ip), Failure::Counted, "a fresh window");
+        assert_eq!(l.locked_local(ip), None);
+        assert_eq!(l.record_failure_local(ip), Failure::Counted, "a fresh window");
     }
 
     #[test]
@@ -153,10 +229,10 @@ mod tests {
             Duration::from_secs(300),
         );
         let ip: IpAddr = "::1".parse().unwrap();
-        assert_eq!(l.record_failure(ip), Failure::Counted);
+        assert_eq!(l.record_failure_local(ip), Failure::Counted);
         clock.advance(Duration::from_secs(61));
-        assert_eq!(l.record_failure(ip), Failure::Counted);
-        assert_eq!(l.record_failure(ip), Failure::LockedOut);
+        assert_eq!(l.record_failure_local(ip), Failure::Counted);
+        assert_eq!(l.record_failure_local(ip), Failure::LockedOut);
     }
 
     #[test]

@@ -148,7 +148,9 @@ pub struct Auth {
     leeway: Duration,
     cache_ttl_ms: i64,
     /// `id:<key id>` and `hash:<secret hash>` → the key and when it was read.
-    cache: Mutex<HashMap<String, (ApiKey, i64)>>,
+    cache: Arc<Mutex<HashMap<String, (ApiKey, i64)>>>,
+    /// Cluster mode: Redis shared by the replicas.
+    cluster: Option<Arc<crate::cluster::Shared>>,
     /// Last `last_used_at` write per key, so a busy key is written at most once a minute.
     touched: Mutex<HashMap<String, i64>>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
@@ -187,10 +189,11 @@ impl Auth {
             max_token_ttl: a.max_token_ttl,
             leeway: a.clock_leeway,
             cache_ttl_ms: i64::try_from(a.key_cache_ttl.as_millis()).unwrap_or(i64::MAX),
-            cache: Mutex::new(HashMap::new()),
+            cache: Arc::new(Mutex::new(HashMap::new())),
+            cluster: None,
             touched: Mutex::new(HashMap::new()),
             trusted_proxies: config.server.trusted_proxies.clone(),
-            sessions: session::Sessions::new(config.admin.session_ttl),
+            sessions: session::Sessions::new(config.admin.session_ttl, None),
             jwt,
             store,
             clock,
@@ -201,6 +204,35 @@ impl Auth {
     pub fn with_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
         self.limiter = limiter;
         self
+    }
+
+    /// Cluster mode: limits, quotas, lockouts and sign-outs through Redis, and key-cache
+    /// invalidations from every replica. Needs a tokio runtime.
+    pub fn with_cluster(mut self, shared: Arc<crate::cluster::Shared>) -> Self {
+        self.limiter = Arc::new(crate::cluster::RedisLimiter::new(
+            shared.clone(),
+            InMemoryLimiter::new(self.clock.clone()),
+        ));
+        self.lockout = self.lockout.with_shared(Some(shared.clone()));
+        self.sessions = session::Sessions::new(self.sessions.ttl, Some(shared.clone()));
+        let cache = self.cache.clone();
+        shared.subscribe_key_changes(move |id, hash| {
+            let mut cache = lock(&cache);
+            if id.is_empty() {
+                // (Re)subscribed: changes announced meanwhile were missed.
+                cache.clear();
+            } else {
+                cache.remove(&format!("id:{id}"));
+                cache.remove(&format!("hash:{hash}"));
+            }
+        });
+        self.cluster = Some(shared);
+        self
+    }
+
+    /// Redis shared by the replicas, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Shared>> {
+        self.cluster.as_ref()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -243,11 +275,16 @@ impl Auth {
         Ok(key)
     }
 
-    /// Forget a key locally at once (after a revoke or update through this replica).
-    pub fn forget(&self, key: &ApiKey) {
-        let mut cache = lock(&self.cache);
-        cache.remove(&format!("id:{}", key.id));
-        cache.remove(&format!("hash:{}", key.secret_hash));
+    /// Forget a key at once after a revoke or update: here, and on every replica in cluster mode.
+    pub async fn forget(&self, key: &ApiKey) {
+        {
+            let mut cache = lock(&self.cache);
+            cache.remove(&format!("id:{}", key.id));
+            cache.remove(&format!("hash:{}", key.secret_hash));
+        }
+        if let Some(shared) = &self.cluster {
+            shared.publish_key_change(&key.id, &key.secret_hash).await;
+        }
     }
 
     /// The active key with this secret (constant-time comparison of the hashes).
@@ -430,7 +467,7 @@ pub async fn layer(
     }
     let auth = &state.auth;
     let ip = lockout::client_ip(peer_ip(req.extensions()), req.headers(), &auth.trusted_proxies);
-    if let Some(remaining) = auth.lockout.locked(ip) {
+    if let Some(remaining) = auth.lockout.locked(ip).await {
         return ApiError::TooManyRequests {
             kind: "requests",
             message: "Too many failed authentication attempts from this address; try again later.".into(),
@@ -462,7 +499,7 @@ pub async fn layer(
             p
         }
         Err(e) => {
-            failed(&state, ip, &e);
+            failed(&state, ip, &e).await;
             return ApiError::from(e).into_response();
         }
     };
@@ -483,7 +520,7 @@ pub async fn layer(
 }
 
 /// Count, log (never the presented credential) and maybe lock out a failed authentication.
-pub(crate) fn failed(state: &AppState, ip: IpAddr, e: &AuthError) {
+pub(crate) async fn failed(state: &AppState, ip: IpAddr, e: &AuthError) {
     let reason = e.reason();
     metrics::counter!("moltbot_auth_failures_total", "reason" => reason).increment(1);
     // A session that expired, was signed out or lost its key is no guess: a browser sends it until
@@ -497,7 +534,7 @@ pub(crate) fn failed(state: &AppState, ip: IpAddr, e: &AuthError) {
         return;
     }
     tracing::warn!(client.ip = %ip, moltbot.auth.reason = reason, "authentication failed");
-    if state.auth.lockout.record_failure(ip) == Failure::LockedOut {
+    if state.auth.lockout.record_failure(ip).await == Failure::LockedOut {
         metrics::counter!("moltbot_auth_lockouts_total").increment(1);
         tracing::warn!(client.ip = %ip, "client address locked out after repeated authentication failures");
     }

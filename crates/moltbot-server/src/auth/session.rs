@@ -9,9 +9,10 @@
 //! Every request re-reads the key (through the key cache, like access tokens), so revoking or
 //! expiring the key ends its sessions. The CSRF token is `HMAC(secret-derived key, session id)`,
 //! compared in constant time; a cookie-authenticated request with an unsafe method must send it in
-//! `X-CSRF-Token`. Sign-out puts the session id on an in-memory denylist until the session would
-//! have expired: with several replicas that denylist is per replica (until it moves to Redis) —
-//! the cookie is cleared in the browser either way.
+//! `X-CSRF-Token`. Sign-out puts the session id on a denylist until the session would have expired:
+//! in memory, and in cluster mode also in Redis, so every replica refuses it (while Redis is
+//! unavailable, only the replica that signed it out does) — the cookie is cleared in the browser
+//! either way.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -62,17 +63,54 @@ pub struct AdminSession {
 pub struct Sessions {
     pub ttl: Duration,
     revoked: Mutex<HashMap<String, i64>>,
+    /// Cluster mode: the denylist is shared through Redis (`sess:<id>` until the session's expiry).
+    shared: Option<std::sync::Arc<crate::cluster::Shared>>,
 }
 
 impl Sessions {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, shared: Option<std::sync::Arc<crate::cluster::Shared>>) -> Self {
         Self {
             ttl,
             revoked: Mutex::new(HashMap::new()),
+            shared,
         }
     }
 
-    fn revoke(&self, sid: &str, expires_at: i64, now: i64) {
+    async fn revoke(&self, sid: &str, expires_at: i64, now: i64) {
+        self.revoke_local(sid, expires_at, now);
+        if let Some(shared) = &self.shared {
+            let key = shared.key(&format!("sess:{sid}"));
+            let _ = shared
+                .run("session_revoke", |mut c| async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(1)
+                        .arg("EXAT")
+                        .arg(expires_at.max(now + 1))
+                        .query_async::<()>(&mut c)
+                        .await
+                })
+                .await;
+        }
+    }
+
+    async fn is_revoked(&self, sid: &str) -> bool {
+        if super::lock(&self.revoked).contains_key(sid) {
+            return true;
+        }
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let key = shared.key(&format!("sess:{sid}"));
+        shared
+            .run("session_check", |mut c| async move {
+                redis::cmd("EXISTS").arg(key).query_async::<bool>(&mut c).await
+            })
+            .await
+            .unwrap_or(false)
+    }
+
+    fn revoke_local(&self, sid: &str, expires_at: i64, now: i64) {
         let mut revoked = super::lock(&self.revoked);
         revoked.retain(|_, exp| *exp > now);
         if revoked.len() < MAX_REVOKED {
@@ -82,10 +120,6 @@ impl Sessions {
                 "admin session denylist is full; a signed-out session stays valid until it expires"
             );
         }
-    }
-
-    fn is_revoked(&self, sid: &str) -> bool {
-        super::lock(&self.revoked).contains_key(sid)
     }
 }
 
@@ -138,7 +172,7 @@ impl Auth {
         if now >= claims.exp {
             return Err(invalid("session_expired"));
         }
-        if self.sessions.is_revoked(&claims.sid) {
+        if self.sessions.is_revoked(&claims.sid).await {
             return Err(invalid("session_revoked"));
         }
         let key = self
@@ -166,10 +200,11 @@ impl Auth {
         ))
     }
 
-    /// Sign a session out on this replica (see the module docs).
-    pub fn end_session(&self, session: &AdminSession) {
+    /// Sign a session out: on this replica, and on every replica in cluster mode (see the module docs).
+    pub async fn end_session(&self, session: &AdminSession) {
         self.sessions
-            .revoke(&session.session_id, session.expires_at, self.clock.now_secs());
+            .revoke(&session.session_id, session.expires_at, self.clock.now_secs())
+            .await;
     }
 
     /// Seconds from now until `expires_at` (for the cookie's `Max-Age`).
@@ -235,7 +270,7 @@ pub async fn sign_in(
 ) -> Result<(String, AdminSession, ApiKey), ApiError> {
     let auth = &state.auth;
     let ip = super::lockout::client_ip(super::peer_ip(extensions), headers, &auth.trusted_proxies);
-    if let Some(remaining) = auth.lockout.locked(ip) {
+    if let Some(remaining) = auth.lockout.locked(ip).await {
         return Err(ApiError::TooManyRequests {
             kind: "requests",
             message: "Too many failed authentication attempts from this address; try again later.".into(),
@@ -247,7 +282,7 @@ pub async fn sign_in(
     let key = match auth.key_for_secret(secret.trim()).await {
         Ok(key) => key,
         Err(e) => {
-            super::failed(state, ip, &e);
+            super::failed(state, ip, &e).await;
             return Err(match e {
                 AuthError::Store(_) => e.into(),
                 _ => ApiError::Unauthorized {

@@ -215,7 +215,7 @@ async fn update(
         .update_api_key(&id, &update)
         .await?
         .ok_or_else(|| key_not_found(&id))?;
-    state.auth.forget(&key);
+    state.auth.forget(&key).await;
     tracing::info!(moltbot.admin.key_id = %admin.principal().key_id, moltbot.api_key.id = %key.id,
         "API key updated");
     Ok(axum::Json(KeyObject::from_key(&key)))
@@ -234,7 +234,7 @@ async fn revoke(
         .get_api_key(&id)
         .await?
         .ok_or_else(|| key_not_found(&id))?;
-    state.auth.forget(&key);
+    state.auth.forget(&key).await;
     tracing::info!(moltbot.admin.key_id = %admin.principal().key_id, moltbot.api_key.id = %key.id,
         "API key revoked");
     Ok(axum::Json(KeyObject::from_key(&key)))

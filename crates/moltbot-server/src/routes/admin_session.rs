@@ -117,7 +117,7 @@ async fn sign_out(
     headers: HeaderMap,
 ) -> Response {
     if let Some(session) = extensions.get::<AdminSession>() {
-        state.auth.end_session(session);
+        state.auth.end_session(session).await;
     }
     with_cookie(
         axum::Json(Deleted {

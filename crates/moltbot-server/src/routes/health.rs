@@ -45,8 +45,17 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             )
         })
         .collect();
+    // Cluster mode: Redis down is reported ("degraded" under the `open` policy, "unavailable" under
+    // `closed`) but does not fail readiness: Redis is shared, so every replica would drop out at once.
+    let redis = state.auth.cluster().map(|c| (c.is_up(), c.policy()));
     let ok = db_ok && listening && !draining;
     let body = json!({
+        "redis": match redis {
+            None => "off",
+            Some((true, _)) => "ok",
+            Some((false, moltbot_config::RedisFailure::Open)) => "degraded",
+            Some((false, moltbot_config::RedisFailure::Closed)) => "unavailable",
+        },
         "status": if ok { "ready" } else { "unavailable" },
         "database": if db_ok { "ok" } else { "unreachable" },
         "draining": draining,

@@ -41,7 +41,10 @@ pub const PROTOCOL: &str = "moltbot.v1";
 pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
 
 pub fn router(state: &AppState) -> Router<AppState> {
-    let tickets = Arc::new(TicketStore::new(state.auth.clock().clone()));
+    let tickets = Arc::new(TicketStore::new(
+        state.auth.clock().clone(),
+        state.auth.cluster().cloned(),
+    ));
     Router::new()
         .route(
             TICKET_PATH,
@@ -87,7 +90,7 @@ pub async fn create_ticket(
         principal: principal.0,
         valid_until,
     };
-    let ticket = tickets.issue(grant).map_err(|e| match e {
+    let ticket = tickets.issue(grant).await.map_err(|e| match e {
         IssueError::PerKey => ApiError::TooManyRequests {
             kind: "requests",
             message: "Too many unused WebSocket tickets for this API key; use or let them expire first."
@@ -98,6 +101,7 @@ pub async fn create_ticket(
         },
         IssueError::Full => ApiError::Unavailable {
             message: "Too many unused WebSocket tickets on this server; try again shortly.".into(),
+            code: "service_unavailable",
             retry_after: Some(std::time::Duration::from_secs(5)),
         },
     })?;
@@ -292,6 +296,7 @@ pub async fn upgrade(
     if state.readiness.is_draining() {
         return ApiError::Unavailable {
             message: "The server is shutting down; reconnect to another instance.".into(),
+            code: "service_unavailable",
             retry_after: Some(std::time::Duration::from_secs(1)),
         }
         .into_response();
@@ -369,10 +374,10 @@ async fn authenticate(
         return Ok((p.clone(), exp));
     }
     if let Some(t) = query_ticket(&parts.uri) {
-        return match tickets.redeem(&t) {
+        return match tickets.redeem(&t).await {
             Some(grant) => Ok((grant.principal, grant.valid_until)),
             None => {
-                auth::failed(state, ip, &AuthError::InvalidToken("invalid_ws_ticket"));
+                auth::failed(state, ip, &AuthError::InvalidToken("invalid_ws_ticket")).await;
                 Err(unauthorized(
                     "The WebSocket ticket is invalid, expired or already used; get a new one from \
                      POST /v1/ws/ticket.",
@@ -394,12 +399,12 @@ async fn authenticate(
                 Ok((p, exp))
             }
             Err(e) => {
-                auth::failed(state, ip, &e);
+                auth::failed(state, ip, &e).await;
                 Err(e.into())
             }
         };
     }
-    auth::failed(state, ip, &AuthError::Missing);
+    auth::failed(state, ip, &AuthError::Missing).await;
     Err(unauthorized(
         "You didn't provide credentials. Open the WebSocket with ?ticket=<ticket from POST /v1/ws/ticket> \
          or Sec-WebSocket-Protocol: moltbot.v1, bearer.<YOUR_KEY>.",

@@ -1,9 +1,10 @@
 //! One-time WebSocket tickets: `POST /v1/ws/ticket` hands out a random ticket bound to the caller's
 //! principal (key id, scopes, limits); `GET /v1/ws?ticket=…` redeems it once, within 30 seconds.
 //!
-//! The store is in memory, **per replica**: behind a load balancer a ticket only works on the replica
-//! that issued it, until tickets are shared through Redis (the cluster issue). The
-//! `Sec-WebSocket-Protocol: bearer.<credential>` form works on every replica.
+//! In cluster mode tickets live in Redis (`ticket:<sha256>`, expiring after 30 s, taken with `GETDEL`),
+//! so a ticket issued by one replica is redeemed once on any replica. Without Redis — or while it is
+//! unavailable — the store is in memory, per replica. The `Sec-WebSocket-Protocol: bearer.<credential>`
+//! form works on every replica either way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ const MAX_TICKETS: usize = 10_000;
 const MAX_PER_KEY: usize = 32;
 
 /// What a redeemed ticket grants.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Grant {
     pub principal: Principal,
     /// When the credential that asked for the ticket stops being valid (an access token's `exp`).
@@ -42,6 +43,7 @@ pub enum IssueError {
 pub struct TicketStore {
     clock: Arc<dyn Clock>,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
+    shared: Option<Arc<crate::cluster::Shared>>,
 }
 
 fn digest(ticket: &str) -> [u8; 32] {
@@ -49,11 +51,73 @@ fn digest(ticket: &str) -> [u8; 32] {
 }
 
 impl TicketStore {
-    pub fn new(clock: Arc<dyn Clock>) -> Self {
+    pub fn new(clock: Arc<dyn Clock>, shared: Option<Arc<crate::cluster::Shared>>) -> Self {
         Self {
             clock,
             entries: Mutex::new(HashMap::new()),
+            shared,
         }
+    }
+
+    /// A new ticket for `grant`: in Redis in cluster mode, else (or while Redis is unavailable) here.
+    pub async fn issue(&self, grant: Grant) -> Result<String, IssueError> {
+        if let Some(shared) = &self.shared {
+            let ticket = hex::encode(rand::random::<[u8; 32]>());
+            let key = shared.key(&format!("ticket:{}", hex::encode(digest(&ticket))));
+            let per_key = shared.key(&format!("tickets:{}", grant.principal.key_id));
+            let value = serde_json::to_string(&grant).unwrap_or_default();
+            let stored = shared
+                .run("ws_ticket", |mut c| async move {
+                    let (n,): (i64,) = redis::pipe()
+                        .atomic()
+                        .cmd("INCR")
+                        .arg(&per_key)
+                        .cmd("EXPIRE")
+                        .arg(&per_key)
+                        .arg(TTL_SECS)
+                        .ignore()
+                        .query_async(&mut c)
+                        .await?;
+                    if n > MAX_PER_KEY as i64 {
+                        return Ok(false);
+                    }
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(value)
+                        .arg("EX")
+                        .arg(TTL_SECS)
+                        .query_async::<()>(&mut c)
+                        .await?;
+                    Ok(true)
+                })
+                .await;
+            match stored {
+                Ok(true) => return Ok(ticket),
+                Ok(false) => return Err(IssueError::PerKey),
+                Err(_) => {}
+            }
+        }
+        self.issue_local(grant)
+    }
+
+    /// Redeem a ticket: `None` when unknown, already used or expired. A ticket is removed on its first
+    /// redemption attempt, so it can never be used twice.
+    pub async fn redeem(&self, ticket: &str) -> Option<Grant> {
+        if let Some(shared) = &self.shared {
+            let key = shared.key(&format!("ticket:{}", hex::encode(digest(ticket))));
+            let taken = shared
+                .run("ws_ticket", |mut c| async move {
+                    redis::cmd("GETDEL")
+                        .arg(key)
+                        .query_async::<Option<String>>(&mut c)
+                        .await
+                })
+                .await;
+            if let Ok(Some(json)) = taken {
+                return serde_json::from_str(&json).ok();
+            }
+        }
+        self.redeem_local(ticket)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
@@ -62,8 +126,8 @@ impl TicketStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A new ticket for `grant` (32 random bytes, hex).
-    pub fn issue(&self, grant: Grant) -> Result<String, IssueError> {
+    /// A new ticket for `grant` (32 random bytes, hex), in this process.
+    fn issue_local(&self, grant: Grant) -> Result<String, IssueError> {
         let now = self.clock.now_millis();
         let mut entries = self.lock();
         entries.retain(|_, e| e.expires_ms > now);
@@ -90,9 +154,7 @@ impl TicketStore {
         Ok(ticket)
     }
 
-    /// Redeem a ticket: `None` when unknown, already used or expired. A ticket is removed on its first
-    /// redemption attempt, so it can never be used twice.
-    pub fn redeem(&self, ticket: &str) -> Option<Grant> {
+    fn redeem_local(&self, ticket: &str) -> Option<Grant> {
         let now = self.clock.now_millis();
         let entry = self.lock().remove(&digest(ticket))?;
         (entry.expires_ms > now).then_some(entry.grant)
@@ -126,28 +188,28 @@ mod tests {
     #[test]
     fn single_use_and_expiry() {
         let clock = Arc::new(ManualClock::new(1_000_000));
-        let store = TicketStore::new(clock.clone());
-        let t = store.issue(grant("key_a")).unwrap();
+        let store = TicketStore::new(clock.clone(), None);
+        let t = store.issue_local(grant("key_a")).unwrap();
         assert_eq!(t.len(), 64);
-        assert_eq!(store.redeem(&t).unwrap().principal.key_id, "key_a");
-        assert!(store.redeem(&t).is_none(), "second use");
-        let t = store.issue(grant("key_a")).unwrap();
+        assert_eq!(store.redeem_local(&t).unwrap().principal.key_id, "key_a");
+        assert!(store.redeem_local(&t).is_none(), "second use");
+        let t = store.issue_local(grant("key_a")).unwrap();
         clock.advance(std::time::Duration::from_secs(30));
-        assert!(store.redeem(&t).is_none(), "expired");
-        assert!(store.redeem("nope").is_none());
+        assert!(store.redeem_local(&t).is_none(), "expired");
+        assert!(store.redeem_local("nope").is_none());
     }
 
     #[test]
     fn bounded_per_key_and_expired_entries_are_purged() {
         let clock = Arc::new(ManualClock::new(0));
-        let store = TicketStore::new(clock.clone());
+        let store = TicketStore::new(clock.clone(), None);
         for _ in 0..MAX_PER_KEY {
-            store.issue(grant("key_a")).unwrap();
+            store.issue_local(grant("key_a")).unwrap();
         }
-        assert_eq!(store.issue(grant("key_a")), Err(IssueError::PerKey));
-        store.issue(grant("key_b")).unwrap();
+        assert_eq!(store.issue_local(grant("key_a")), Err(IssueError::PerKey));
+        store.issue_local(grant("key_b")).unwrap();
         clock.advance(std::time::Duration::from_secs(31));
-        store.issue(grant("key_a")).unwrap();
+        store.issue_local(grant("key_a")).unwrap();
         assert_eq!(store.len(), 1);
     }
 }

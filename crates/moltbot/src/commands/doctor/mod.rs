@@ -122,6 +122,7 @@ async fn collect(global: &GlobalArgs, args: &DoctorArgs) -> Vec<Check> {
     }];
     checks.extend(ports::listeners(&config).await);
     checks.push(system::database(&config).await);
+    checks.push(system::redis(&config).await);
     let backend_checks = backends::remote(&config).await;
     checks.extend(backend_checks.checks);
     checks.extend(models::local(&config, !args.no_checksums).await);

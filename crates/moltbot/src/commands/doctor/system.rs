@@ -18,6 +18,35 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
     (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
 }
 
+/// Cluster mode: Redis reachable, its version and round trip.
+pub async fn redis(config: &Config) -> Check {
+    const NAME: &str = "redis";
+    let Some(url) = &config.redis_url else {
+        return Check::skip(
+            NAME,
+            "redis_url not set: limits, lockouts and tickets are per replica",
+        );
+    };
+    match moltbot_server::cluster::probe(url, Duration::from_secs(5)).await {
+        Ok((version, latency)) => Check::pass(
+            NAME,
+            format!(
+                "Redis {version}, PING {:.1} ms; when unreachable: {}",
+                latency.as_secs_f64() * 1000.0,
+                match config.cluster.redis_failure {
+                    moltbot_config::RedisFailure::Open => "open (per-replica limits)",
+                    moltbot_config::RedisFailure::Closed => "closed (503 redis_unavailable)",
+                }
+            ),
+        ),
+        Err(e) => Check::fail(
+            NAME,
+            e,
+            "check redis_url (host, port, password) and that Redis is running and reachable from here",
+        ),
+    }
+}
+
 pub async fn database(config: &Config) -> Check {
     const NAME: &str = "database";
     if let Some(path) = sqlite_path(&config.database_url)
