@@ -8,6 +8,7 @@
 //! `closed` answers requests that need a rate-limit decision with 503 `redis_unavailable`. Either way the
 //! connection is retried in the background and shared state resumes with no restart.
 
+mod dedupe;
 mod limiter;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use moltbot_config::{ClusterConfig, RedisFailure};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use dedupe::{Dedupe, Known};
 pub use limiter::RedisLimiter;
 
 pub const REDIS_UP: &str = "moltbot_redis_up";
@@ -201,6 +203,15 @@ impl Shared {
     }
 }
 
+/// The oldest Redis cluster mode works with (`GETDEL`, `SET … EXAT/PXAT`).
+pub const MIN_VERSION: (u32, u32) = (6, 2);
+
+/// `(major, minor)` of a version string like `7.0.15`.
+pub fn parse_version(v: &str) -> Option<(u32, u32)> {
+    let mut it = v.trim().split('.');
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
 /// One connection, `PING` and the server's version, within `timeout` (for `moltbot doctor`).
 pub async fn probe(url: &str, timeout: Duration) -> Result<(String, Duration), String> {
     let attempt = async {
@@ -269,5 +280,18 @@ async fn connect_and_watch(weak: std::sync::Weak<Shared>) {
                 redis::cmd("PING").query_async::<String>(&mut c).await
             })
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_compare_by_major_and_minor() {
+        assert_eq!(parse_version("7.0.15"), Some((7, 0)));
+        assert!(parse_version("6.0.16").unwrap() < MIN_VERSION);
+        assert!(parse_version("6.2.0").unwrap() >= MIN_VERSION);
+        assert_eq!(parse_version("unknown"), None);
     }
 }

@@ -114,7 +114,15 @@ impl TicketStore {
                 })
                 .await;
             if let Ok(Some(json)) = taken {
-                return serde_json::from_str(&json).ok();
+                let grant: Grant = serde_json::from_str(&json).ok()?;
+                // One outstanding ticket fewer for this key.
+                let per_key = shared.key(&format!("tickets:{}", grant.principal.key_id));
+                let _ = shared
+                    .run("ws_ticket", |mut c| async move {
+                        redis::cmd("DECR").arg(per_key).query_async::<i64>(&mut c).await
+                    })
+                    .await;
+                return Some(grant);
             }
         }
         self.redeem_local(ticket)

@@ -28,6 +28,17 @@ pub async fn redis(config: &Config) -> Check {
         );
     };
     match moltbot_server::cluster::probe(url, Duration::from_secs(5)).await {
+        Ok((version, _))
+            if moltbot_server::cluster::parse_version(&version)
+                .is_none_or(|v| v < moltbot_server::cluster::MIN_VERSION) =>
+        {
+            let (major, minor) = moltbot_server::cluster::MIN_VERSION;
+            Check::fail(
+                NAME,
+                format!("Redis {version} is too old for cluster mode"),
+                format!("upgrade Redis to {major}.{minor} or later (GETDEL, SET … EXAT are used)"),
+            )
+        }
         Ok((version, latency)) => Check::pass(
             NAME,
             format!(
