@@ -364,3 +364,42 @@ async fn redis_outage_under_the_closed_policy_answers_503() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_counters_and_token_debits_are_shared() {
+    use moltbot_core::ratelimit::{InMemoryLimiter, Quota, RateLimiter};
+    use moltbot_server::cluster::{RedisLimiter, Shared};
+    use std::sync::Arc;
+
+    let cfg = moltbot_config::ClusterConfig {
+        redis_key_prefix: prefix(),
+        ..Default::default()
+    };
+    let limiter = || {
+        let shared = Shared::start(SHARED_REDIS, &cfg).unwrap();
+        let local = InMemoryLimiter::new(Arc::new(moltbot_core::SystemClock));
+        (shared.clone(), RedisLimiter::new(shared, local))
+    };
+    let ((sa, a), (sb, b)) = (limiter(), limiter());
+    wait_for(|| sa.is_up() && sb.is_up()).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 60_000;
+    // Daily token counters: seeded once (from the database), then added to by any replica.
+    assert_eq!(a.counter_get("daily:k").await, None);
+    assert_eq!(a.counter_seed("daily:k", 40, exp).await, 40);
+    assert_eq!(b.counter_seed("daily:k", 99, exp).await, 40);
+    assert_eq!(b.counter_add("daily:k", 2, exp).await, 42);
+    assert_eq!(a.counter_get("daily:k").await, Some(42));
+    // Tokens used on A (into debt) are waited out on B too.
+    let q = Quota {
+        per_minute: 1000,
+        burst: 1000,
+    };
+    assert!(a.debit("tpm:k", q, 2500).await.allowed);
+    let d = b.acquire("tpm:k", q, 1).await;
+    assert!(!d.allowed);
+    assert!(d.retry_after.unwrap() > Duration::from_secs(89), "{d:?}");
+}

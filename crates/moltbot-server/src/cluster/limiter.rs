@@ -104,6 +104,29 @@ impl RedisLimiter {
         })
     }
 
+    /// Run a counter script (`KEYS[1]` the counter, `ARGV` a number and an expiry); `None` when Redis
+    /// did not answer.
+    async fn counter_script(
+        &self,
+        script: &'static redis::Script,
+        key: &str,
+        n: u64,
+        expires_at_ms: i64,
+    ) -> Option<u64> {
+        let rkey = self.shared.key(&format!("ct:{key}"));
+        self.shared
+            .run("counter", |mut c| async move {
+                script
+                    .key(rkey)
+                    .arg(n)
+                    .arg(expires_at_ms)
+                    .invoke_async::<u64>(&mut c)
+                    .await
+            })
+            .await
+            .ok()
+    }
+
     /// The decision while Redis is unavailable.
     async fn fallback(&self, key: &str, quota: Quota, cost: u64, force: bool) -> Decision {
         match (self.shared.policy(), force) {
@@ -139,21 +162,9 @@ impl RateLimiter for RedisLimiter {
     }
 
     async fn counter_add(&self, key: &str, n: u64, expires_at_ms: i64) -> u64 {
-        let rkey = self.shared.key(&format!("ct:{key}"));
-        let r = self
-            .shared
-            .run("counter", |mut c| async move {
-                COUNTER_ADD
-                    .key(rkey)
-                    .arg(n)
-                    .arg(expires_at_ms)
-                    .invoke_async::<u64>(&mut c)
-                    .await
-            })
-            .await;
-        match r {
-            Ok(v) => v,
-            Err(_) => self.local.counter_add(key, n, expires_at_ms).await,
+        match self.counter_script(&COUNTER_ADD, key, n, expires_at_ms).await {
+            Some(v) => v,
+            None => self.local.counter_add(key, n, expires_at_ms).await,
         }
     }
 
@@ -175,21 +186,12 @@ impl RateLimiter for RedisLimiter {
     }
 
     async fn counter_seed(&self, key: &str, value: u64, expires_at_ms: i64) -> u64 {
-        let rkey = self.shared.key(&format!("ct:{key}"));
-        let r = self
-            .shared
-            .run("counter", |mut c| async move {
-                COUNTER_SEED
-                    .key(rkey)
-                    .arg(value)
-                    .arg(expires_at_ms)
-                    .invoke_async::<u64>(&mut c)
-                    .await
-            })
-            .await;
-        match r {
-            Ok(v) => v,
-            Err(_) => self.local.counter_seed(key, value, expires_at_ms).await,
+        match self
+            .counter_script(&COUNTER_SEED, key, value, expires_at_ms)
+            .await
+        {
+            Some(v) => v,
+            None => self.local.counter_seed(key, value, expires_at_ms).await,
         }
     }
 }
