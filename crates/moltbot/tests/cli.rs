@@ -44,6 +44,18 @@ fn wait_ready(child: &mut Child, ready: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(ready).unwrap()).unwrap()
 }
 
+/// A child process killed when dropped (a failing test leaves no server running).
+struct KillOnDrop(Option<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn sigterm(child: &Child) {
     // std has no way to send a signal; `kill` is what an operator (or Kubernetes) effectively does.
     Command::new("kill")
@@ -177,7 +189,7 @@ fn serve_writes_the_ready_file_and_stops_cleanly_on_sigterm() {
 fn healthcheck_is_zero_while_ready_and_one_once_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
-    let mut child = moltbot(dir.path())
+    let child = moltbot(dir.path())
         .args([
             "serve",
             "--chat-addr",
@@ -191,7 +203,9 @@ fn healthcheck_is_zero_while_ready_and_one_once_stopped() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let addrs = wait_ready(&mut child, &ready);
+    // Killed if an assertion fails before the SIGTERM below (no server left behind).
+    let mut child = KillOnDrop(Some(child));
+    let addrs = wait_ready(child.0.as_mut().unwrap(), &ready);
     let chat = addrs["chat_addr"].as_str().unwrap().to_owned();
     // The default URL comes from the configured dialog address (here given as a flag).
     let (code, _, err) = run(moltbot(dir.path()).args(["--chat-addr", &chat, "healthcheck"]));
@@ -201,8 +215,9 @@ fn healthcheck_is_zero_while_ready_and_one_once_stopped() {
         run(moltbot(dir.path()).args(["healthcheck", "--url", &format!("http://{chat}/v1/models")]));
     assert_eq!(code, 1);
     assert!(err.contains("answered 401"), "{err}");
-    sigterm(&child);
-    assert!(child.wait().unwrap().success());
+    let mut server = child.0.take().unwrap();
+    sigterm(&server);
+    assert!(server.wait().unwrap().success());
     let (code, _, err) =
         run(moltbot(dir.path()).args(["--chat-addr", &chat, "healthcheck", "--timeout", "1s"]));
     assert_eq!(code, 1);
