@@ -33,7 +33,7 @@ for _ in $(seq 1 100); do [[ -s "$tmp/ready.json" ]] && break; sleep 0.1; done
 port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["chat_addr"].rsplit(":", 1)[1])' "$tmp/ready.json")
 probe() {
   local args; mapfile -t args <"$tmp/$1.args"
-  (cd "$tmp" && env -i PATH=/usr/bin:/bin MOLTBOT_CHAT_ADDR="127.0.0.1:$port" MOLTBOT_ADMIN_ADDR=0.0.0.0:8080 \
+  (cd "$tmp" && env -i PATH=/usr/bin:/bin MOLTBOT_CHAT_ADDR="127.0.0.1:$port" MOLTBOT_ADMIN_ADDR=127.0.0.1:0 \
     "$bin" "${args[@]}" 2>/dev/null)
 }
 failed=0

@@ -3,7 +3,7 @@
 # then the compose stack's rendering (deploy/compose/render-nginx.sh: upstream `moltbot:18789`, the official
 # image's paths) with a throwaway certificate and the file paths moved into a temp directory. `moltbot` is
 # resolved to 127.0.0.1 through a private /etc/hosts in a mount namespace (unshare), so nginx -t sees the
-# compose upstream exactly as rendered; without unshare the upstream is replaced by 127.0.0.1:18789.
+# compose upstream exactly as rendered; without unshare the upstream is replaced by 127.0.0.1:9.
 #   tests/deploy/nginx_check.sh OUTDIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,8 +17,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -su
 (cat /etc/hosts; echo "127.0.0.1 moltbot") >"$out/hosts"
 ns=(unshare -m bash -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$out/hosts")
 if ! "${ns[@]}" true 2>/dev/null; then
-  echo "nginx_check: no mount namespace here; testing the compose rendering with 127.0.0.1:18789 as upstream"
-  ns=(); export MOLTBOT_NGINX_CHAT_SERVERS=127.0.0.1:18789
+  echo "nginx_check: no mount namespace here; testing the compose rendering with 127.0.0.1:9 as upstream (nginx -t connects to nothing)"
+  ns=(); export MOLTBOT_NGINX_CHAT_SERVERS=127.0.0.1:9
 fi
 DOMAIN=chat.example.com MOLTBOT_NGINX_TLS_CERT="$out/cert.pem" MOLTBOT_NGINX_TLS_KEY="$out/key.pem" \
   MOLTBOT_NGINX_ACME_WEBROOT="$out/acme" MOLTBOT_NGINX_USER="$(id -un)" MOLTBOT_NGINX_PID_FILE="$out/nginx.pid" \

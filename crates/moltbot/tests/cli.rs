@@ -44,6 +44,24 @@ fn wait_ready(child: &mut Child, ready: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(ready).unwrap()).unwrap()
 }
 
+/// `moltbot serve` on ephemeral ports in `dir`, writing `ready`, with a short shutdown delay.
+fn serve_ephemeral(dir: &Path, ready: &Path) -> Child {
+    moltbot(dir)
+        .args([
+            "serve",
+            "--chat-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--ready-file",
+        ])
+        .arg(ready)
+        .env("MOLTBOT_SERVER__SHUTDOWN_DELAY", "100ms")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A child process killed when dropped (a failing test leaves no server running).
 struct KillOnDrop(Option<Child>);
 
@@ -161,20 +179,7 @@ fn serve_reports_bind_failures_and_exits_non_zero() {
 fn serve_writes_the_ready_file_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
-    let mut child = moltbot(dir.path())
-        .args([
-            "serve",
-            "--chat-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--ready-file",
-        ])
-        .arg(&ready)
-        .env("MOLTBOT_SERVER__SHUTDOWN_DELAY", "100ms")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = serve_ephemeral(dir.path(), &ready);
     let addrs = wait_ready(&mut child, &ready);
     let chat = addrs["chat_addr"].as_str().unwrap();
     assert!(!chat.ends_with(":0"));
@@ -189,20 +194,7 @@ fn serve_writes_the_ready_file_and_stops_cleanly_on_sigterm() {
 fn healthcheck_is_zero_while_ready_and_one_once_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
-    let child = moltbot(dir.path())
-        .args([
-            "serve",
-            "--chat-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--ready-file",
-        ])
-        .arg(&ready)
-        .env("MOLTBOT_SERVER__SHUTDOWN_DELAY", "100ms")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = serve_ephemeral(dir.path(), &ready);
     // Killed if an assertion fails before the SIGTERM below (no server left behind).
     let mut child = KillOnDrop(Some(child));
     let addrs = wait_ready(child.0.as_mut().unwrap(), &ready);
