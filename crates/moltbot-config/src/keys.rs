@@ -1,7 +1,7 @@
 //! The key table: every configuration key, its environment variable, flag, default and type.
 //!
 //! This table is the schema: unknown-key detection, value checking, secret resolution
-//! (every `Secret` key accepts `_file`/`_command` variants), `docs/config.md` and
+//! (every `Secret` key accepts `_file`/`_command`/`_env` variants), `docs/config.md` and
 //! `moltbot.example.toml` are all driven by it. Tests make sure it matches [`crate::Config`].
 
 use crate::types::TOKENIZERS;
@@ -23,20 +23,23 @@ pub enum ValueKind {
     Duration,
     /// `IP:port`.
     SocketAddr,
-    /// `http://` or `https://` URL.
+    /// `http://` or `https://` model endpoint (normalised: a trailing `/chat/completions` or `/chat`
+    /// is removed).
     HttpUrl,
+    /// `http://` or `https://` URL, kept as given.
+    Url,
     /// List of CIDR ranges (a bare IP means a single address).
     CidrList,
     /// List of strings.
     StringList,
     /// List of secret strings (plain values only).
     SecretList,
-    /// Secret string; also settable via `<key>_file` / `<key>_command`.
+    /// Secret string; also settable via `<key>_file` / `<key>_command` / `<key>_env`.
     Secret,
     /// One of a fixed set of strings.
     Enum(&'static [&'static str]),
-    /// The `[[models]]` array of tables.
-    ModelList,
+    /// An array of tables (`[[models]]`, `[[channels]]`, `[[hooks]]`); TOML only.
+    TableList,
 }
 
 impl ValueKind {
@@ -50,14 +53,14 @@ impl ValueKind {
             ValueKind::F32 => "a number".to_owned(),
             ValueKind::Duration => "a duration like \"250ms\", \"5s\" or \"1m\"".to_owned(),
             ValueKind::SocketAddr => "host:port".to_owned(),
-            ValueKind::HttpUrl => "an http:// or https:// URL".to_owned(),
+            ValueKind::HttpUrl | ValueKind::Url => "an http:// or https:// URL".to_owned(),
             ValueKind::CidrList => "a list of CIDR ranges like [\"10.0.0.0/8\"]".to_owned(),
             ValueKind::StringList | ValueKind::SecretList => "a list of strings".to_owned(),
             ValueKind::Enum(values) => {
                 let quoted: Vec<String> = values.iter().map(|v| format!("\"{v}\"")).collect();
                 format!("one of {}", quoted.join(", "))
             }
-            ValueKind::ModelList => "an array of tables ([[models]])".to_owned(),
+            ValueKind::TableList => "an array of tables".to_owned(),
         }
     }
 
@@ -71,12 +74,12 @@ impl ValueKind {
             ValueKind::F32 => "number".to_owned(),
             ValueKind::Duration => "duration".to_owned(),
             ValueKind::SocketAddr => "IP:port".to_owned(),
-            ValueKind::HttpUrl => "URL".to_owned(),
+            ValueKind::HttpUrl | ValueKind::Url => "URL".to_owned(),
             ValueKind::CidrList => "list of CIDRs".to_owned(),
             ValueKind::StringList => "list of strings".to_owned(),
             ValueKind::SecretList => "list of secrets".to_owned(),
             ValueKind::Enum(values) => values.join(" | "),
-            ValueKind::ModelList => "array of tables".to_owned(),
+            ValueKind::TableList => "array of tables".to_owned(),
         }
     }
 
@@ -90,6 +93,7 @@ impl ValueKind {
                 | ValueKind::Duration
                 | ValueKind::SocketAddr
                 | ValueKind::HttpUrl
+                | ValueKind::Url
                 | ValueKind::Enum(_)
         )
     }
@@ -98,9 +102,9 @@ impl ValueKind {
 /// Documentation and schema of one key.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyDoc {
-    /// Dotted key path; `models[]` stands for every `[[models]]` entry.
+    /// Dotted key path; `models[]` stands for every `[[models]]` entry (likewise `channels[]`, `hooks[]`).
     pub key: &'static str,
-    /// Environment variable, `None` for keys that only TOML can set (models).
+    /// Environment variable, `None` for keys that only TOML can set (arrays of tables).
     pub env: Option<&'static str>,
     /// Command-line flag, if any.
     pub flag: Option<&'static str>,
@@ -108,7 +112,7 @@ pub struct KeyDoc {
     pub default: &'static str,
     /// Value type.
     pub kind: ValueKind,
-    /// Whether the value is a secret (never printed; `_file` / `_command` variants).
+    /// Whether the value is a secret (never printed; `_file` / `_command` / `_env` variants).
     pub is_secret: bool,
     /// One-line description.
     pub description: &'static str,
@@ -138,6 +142,11 @@ const PROFILES: &[&str] = &["development", "production"];
 const REDIS_FAILURE: &[&str] = &["open", "closed"];
 const LOG_FORMATS: &[&str] = &["text", "json"];
 const BACKENDS: &[&str] = &["remote", "local"];
+/// Values of `channels[].platform` (the order of [`crate::ChannelPlatform::ALL`]).
+pub(crate) const PLATFORMS: &[&str] = &["feishu", "lark", "dingtalk", "wecom", "telegram", "slack"];
+/// Values of `channels[].mode` (the order of [`crate::ChannelMode::ALL`]).
+pub(crate) const CHANNEL_MODES: &[&str] = &["webhook", "polling", "http", "stream"];
+const HOOK_MODES: &[&str] = &["sync", "async"];
 
 use ValueKind as V;
 
@@ -264,7 +273,34 @@ pub const KEYS: &[KeyDoc] = &[
       "ACME account key and certificates, kept across restarts (no reissue on restart)."),
     k("tls.acme.http01_addr", Some("MOLTBOT_TLS__ACME__HTTP01_ADDR"), None, "unset", V::SocketAddr,
       "Plain-HTTP listener (port 80 in production) for HTTP-01; redirects other paths to https. Unset = TLS-ALPN-01 on the HTTPS listener."),
-    k("models", None, None, "[]", V::ModelList,
+    k("pipeline.workers", Some("MOLTBOT_PIPELINE__WORKERS"), None, "4", V::U32,
+      "Channels and hooks: inbound events answered at once by this replica (>= 1)."),
+    k("pipeline.lock_timeout", Some("MOLTBOT_PIPELINE__LOCK_TIMEOUT"), None, "2m", V::Duration,
+      "An event claimed by a worker that died (or stopped renewing its claim) is retried after this."),
+    k("pipeline.max_attempts", Some("MOLTBOT_PIPELINE__MAX_ATTEMPTS"), None, "8", V::U32,
+      "Attempts to answer and deliver one event, including the first (>= 1); then it is marked failed."),
+    k("pipeline.retry_base", Some("MOLTBOT_PIPELINE__RETRY_BASE"), None, "2s", V::Duration,
+      "First delay before a failed event is retried (doubling, with jitter)."),
+    k("pipeline.retry_max", Some("MOLTBOT_PIPELINE__RETRY_MAX"), None, "5m", V::Duration,
+      "Longest delay between retries of an event (a platform's Retry-After may ask for more)."),
+    k("pipeline.retention", Some("MOLTBOT_PIPELINE__RETENTION"), None, "7days", V::Duration,
+      "How long dedupe keys and finished events are kept; longer than any platform's redelivery window (>= 1h)."),
+    k("pipeline.lease_ttl", Some("MOLTBOT_PIPELINE__LEASE_TTL"), None, "15s", V::Duration,
+      "Long-lived connections (Telegram polling, DingTalk Stream) run on the one replica holding this lease; another takes over after it lapses."),
+    k("pipeline.poll_interval", Some("MOLTBOT_PIPELINE__POLL_INTERVAL"), None, "1s", V::Duration,
+      "How often idle workers check the queue (events accepted on this replica wake them at once)."),
+    k("webhooks.workers", Some("MOLTBOT_WEBHOOKS__WORKERS"), None, "2", V::U32,
+      "Outbound event webhooks: deliveries in flight at once on this replica (>= 1)."),
+    k("webhooks.timeout", Some("MOLTBOT_WEBHOOKS__TIMEOUT"), None, "10s", V::Duration,
+      "Outbound webhooks: how long one delivery may take; a slower endpoint counts as failed."),
+    k("webhooks.first_retry", Some("MOLTBOT_WEBHOOKS__FIRST_RETRY"), None, "5s", V::Duration,
+      "Outbound webhooks: delay before the first retry of a failed delivery (then doubling, with jitter)."),
+    k("webhooks.retry_for", Some("MOLTBOT_WEBHOOKS__RETRY_FOR"), None, "24h", V::Duration,
+      "Outbound webhooks: a delivery is retried for this long after the event, then given up."),
+    k("webhooks.allow_private_targets", Some("MOLTBOT_WEBHOOKS__ALLOW_PRIVATE_TARGETS"), None,
+      "true (development), false (production)", V::Bool,
+      "Outbound webhooks may go to loopback, private and link-local addresses (refused by default in production: SSRF)."),
+    k("models", None, None, "[]", V::TableList,
       "Model definitions, one `[[models]]` table each (TOML only)."),
     k("models[].name", None, None, "(required)", V::String, "Public model name; unique."),
     k("models[].backend", None, None, "remote", V::Enum(BACKENDS),
@@ -313,17 +349,80 @@ pub const KEYS: &[KeyDoc] = &[
       "How long an open circuit rejects requests before a trial."),
     k("models[].limits.requests_per_minute", None, None, "unset", V::U32, "Local request rate limit."),
     k("models[].limits.tokens_per_minute", None, None, "unset", V::U32, "Local token rate limit."),
+    k("channels", None, None, "[]", V::TableList,
+      "Chat platform accounts, one `[[channels]]` table each (TOML only); webhook URL `/channels/<platform>/<account>`."),
+    k("channels[].platform", None, None, "(required)", V::Enum(PLATFORMS),
+      "The chat platform; decides the credentials and modes the account takes (see Channels below)."),
+    k("channels[].account", None, None, "(required)", V::String,
+      "Account name: 1 to 32 of `a-z 0-9 _ -`, unique per platform; the last part of the webhook URL."),
+    k("channels[].model", None, None, "(the first model)", V::String,
+      "The configured model that answers."),
+    k("channels[].mode", None, None, "(the platform's first mode)", V::Enum(CHANNEL_MODES),
+      "How messages arrive: telegram `webhook` or `polling`; dingtalk `http` or `stream`; the others `webhook`."),
+    k("channels[].api_base", None, None, "(the platform's public API)", V::Url,
+      "Base URL of the platform's API, for private deployments and tests."),
+    k("channels[].require_mention", None, None, "true", V::Bool,
+      "In group chats, answer only messages that mention the bot (direct chats are always answered)."),
+    k("channels[].allow_chats", None, None, "[]", V::StringList,
+      "Chat ids that are answered; empty = every chat."),
+    k("channels[].allow_users", None, None, "[]", V::StringList,
+      "Sender ids that are answered; empty = everyone."),
+    k("channels[].per_user_in_groups", None, None, "false", V::Bool,
+      "In group chats, keep one conversation per sender instead of one shared by the group."),
+    k("channels[].system_prompt", None, None, "unset", V::String,
+      "System prompt put before every conversation of this account."),
+    k("channels[].replies_per_minute", None, None, "20", V::U32,
+      "Most replies per minute in one chat (>= 1)."),
+    k("channels[].bot_id", None, None, "unset", V::String,
+      "The bot's own id, for mention detection: feishu/lark open_id, slack user id, telegram username."),
+    k("channels[].app_id", None, None, "unset", V::String, "feishu/lark: App ID (`cli_…`)."),
+    k("channels[].app_secret", None, None, "unset", V::Secret,
+      "feishu/lark: App Secret; dingtalk: AppSecret (Client Secret); wecom: the agent's Secret."),
+    k("channels[].verification_token", None, None, "unset", V::Secret,
+      "feishu/lark: Verification Token of the event subscription."),
+    k("channels[].encrypt_key", None, None, "unset", V::Secret,
+      "feishu/lark: Encrypt Key of the event subscription (optional; set it when encryption is on)."),
+    k("channels[].app_key", None, None, "unset", V::String, "dingtalk: AppKey (Client ID)."),
+    k("channels[].robot_code", None, None, "(app_key)", V::String,
+      "dingtalk: the robot's code for sending messages."),
+    k("channels[].corp_id", None, None, "unset", V::String, "wecom: the company's CorpID (`ww…`)."),
+    k("channels[].agent_id", None, None, "unset", V::String, "wecom: the application's AgentId."),
+    k("channels[].token", None, None, "unset", V::Secret, "wecom: Token of the callback (receive messages) settings."),
+    k("channels[].encoding_aes_key", None, None, "unset", V::Secret,
+      "wecom: EncodingAESKey of the callback settings (43 letters and digits)."),
+    k("channels[].bot_token", None, None, "unset", V::Secret,
+      "telegram: bot token from @BotFather; slack: Bot User OAuth Token (`xoxb-…`)."),
+    k("channels[].secret_token", None, None, "unset", V::Secret,
+      "telegram: webhook secret token (1 to 256 of `A-Z a-z 0-9 _ -`); required in webhook mode."),
+    k("channels[].signing_secret", None, None, "unset", V::Secret, "slack: the app's Signing Secret."),
+    k("hooks", None, None, "[]", V::TableList,
+      "Generic inbound hooks, one `[[hooks]]` table each (TOML only): POST `/hooks/<name>` asks a model."),
+    k("hooks[].name", None, None, "(required)", V::String,
+      "Hook name: 1 to 64 of `a-z 0-9 _ -`, unique; the last part of the URL `/hooks/<name>`."),
+    k("hooks[].secret", None, None, "unset", V::Secret,
+      "Standard Webhooks signing key (`whsec_` + base64 of 24 or more bytes) that callers sign with; set this or `token`."),
+    k("hooks[].token", None, None, "unset", V::Secret,
+      "Bearer token callers send in `Authorization: Bearer …`; set this or `secret`."),
+    k("hooks[].model", None, None, "(the first model)", V::String, "The configured model that answers."),
+    k("hooks[].mode", None, None, "sync", V::Enum(HOOK_MODES),
+      "`sync`: the answer is the HTTP response; `async`: 202 at once, the answer is POSTed to `callback_url`."),
+    k("hooks[].callback_url", None, None, "(required for async)", V::Url,
+      "Async hooks: where the answer is POSTed, signed per Standard Webhooks."),
+    k("hooks[].callback_secret", None, None, "(secret)", V::Secret,
+      "Async hooks: Standard Webhooks key (`whsec_…`) that signs callbacks."),
+    k("hooks[].system_prompt", None, None, "unset", V::String,
+      "System prompt put before every request of this hook."),
 ];
 
-/// Suffixes of the indirect forms of a secret key.
-pub(crate) const SECRET_SUFFIXES: &[&str] = &["_file", "_command"];
+/// Suffixes of the indirect forms of a secret key: a file, a command, an environment variable.
+pub(crate) const SECRET_SUFFIXES: &[&str] = &["_file", "_command", "_env"];
 
 /// The key with this schema path (`models[].name` style).
 pub fn key_doc(schema_path: &str) -> Option<&'static KeyDoc> {
     KEYS.iter().find(|d| d.key == schema_path)
 }
 
-/// Schema path of a secret key whose `_file`/`_command` variant this is.
+/// Schema path of a secret key whose `_file`/`_command`/`_env` variant this is.
 pub(crate) fn secret_variant(schema_path: &str) -> Option<(&'static KeyDoc, &'static str)> {
     SECRET_SUFFIXES.iter().find_map(|suffix| {
         let base = schema_path.strip_suffix(suffix)?;
@@ -337,6 +436,11 @@ pub(crate) fn secret_variant(schema_path: &str) -> Option<(&'static KeyDoc, &'st
 pub(crate) fn is_table(schema_path: &str) -> bool {
     let dotted = format!("{schema_path}.");
     KEYS.iter().any(|d| d.key.starts_with(&dotted))
+}
+
+/// Whether this schema path is an array of tables (`models`, `channels`, `hooks`).
+pub(crate) fn is_table_list(schema_path: &str) -> bool {
+    key_doc(schema_path).is_some_and(|d| d.kind == ValueKind::TableList)
 }
 
 /// Key docs whose kind is `Secret`: the keys secret resolution looks at.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::resolve::{SECRET_COMMAND_TIMEOUT, resolve_secrets};
+use crate::resolve::{SECRET_COMMAND_TIMEOUT, SecretSources, resolve_secrets};
 use crate::tree::{Layer, Origin, check_values, env_layer, file_layer, merge_maps};
 use crate::types::DEFAULT_DEBUG_ADDR;
 use crate::validate::validate;
@@ -185,7 +185,20 @@ pub(crate) fn load_with(opts: &LoadOptions, command_timeout: Duration) -> Result
         &mut warnings,
     );
 
-    resolve_secrets(&mut merged, command_timeout)?;
+    let var = |name: &str| {
+        [opts.env.get(name), dotenv.get(name)]
+            .into_iter()
+            .flatten()
+            .find(|v| !v.is_empty())
+            .cloned()
+    };
+    resolve_secrets(
+        &mut merged,
+        &SecretSources {
+            timeout: command_timeout,
+            var: &var,
+        },
+    )?;
     check_values(&mut merged.tree, "", "", &merged.origins)?;
 
     let profile = match merged.tree.get("profile").and_then(Value::as_str) {

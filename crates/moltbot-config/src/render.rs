@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::channel::{ChannelConfig, ChannelMode, ChannelPlatform, HookConfig};
 use crate::keys::{KEYS, KeyDoc, ValueKind};
 use crate::secret::REDACTED;
 use crate::{Config, ModelConfig, Profile};
@@ -27,6 +28,19 @@ impl Config {
             for key in ["database_url", "redis_url"] {
                 if let Some(Value::String(url)) = map.get_mut(key) {
                     *url = redact_url(url);
+                }
+            }
+            for (list, key) in [
+                ("models", "endpoint"),
+                ("channels", "api_base"),
+                ("hooks", "callback_url"),
+            ] {
+                if let Some(Value::Array(items)) = map.get_mut(list) {
+                    for item in items {
+                        if let Some(Value::String(url)) = item.get_mut(key) {
+                            *url = redact_url(url);
+                        }
+                    }
                 }
             }
         }
@@ -70,7 +84,8 @@ fn drop_nulls(value: &mut Value) {
     }
 }
 
-/// Leaf paths of the defaults (`models[]` paths from [`ModelConfig::default`]) and their values.
+/// Leaf paths of the defaults (`models[]` paths from [`ModelConfig::default`], likewise
+/// `channels[]` and `hooks[]`) and their values.
 pub(crate) fn default_values(profile: Profile) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     flatten(
@@ -78,12 +93,15 @@ pub(crate) fn default_values(profile: Profile) -> BTreeMap<String, Value> {
         &serde_json::to_value(Config::defaults(profile)).unwrap_or(Value::Null),
         &mut out,
     );
-    flatten(
-        "models[]",
-        &serde_json::to_value(ModelConfig::default()).unwrap_or(Value::Null),
-        &mut out,
-    );
-    out.remove("models");
+    let lists = [
+        ("models", serde_json::to_value(ModelConfig::default())),
+        ("channels", serde_json::to_value(ChannelConfig::default())),
+        ("hooks", serde_json::to_value(HookConfig::default())),
+    ];
+    for (list, entry) in lists {
+        flatten(&format!("{list}[]"), &entry.unwrap_or(Value::Null), &mut out);
+        out.remove(list);
+    }
     out
 }
 
@@ -154,7 +172,8 @@ pub fn config_markdown() -> String {
     md.push_str(SOURCES_MD);
     md.push_str(
         "## Keys\n\n\
-         Keys are dotted TOML paths; `models[]` means every `[[models]]` entry. \
+         Keys are dotted TOML paths; `models[]` means every `[[models]]` entry (likewise `channels[]`, \
+         `hooks[]`). \
          A default in parentheses is computed.\n\n\
          | Key | Environment variable | Flag | Default | Type | Description |\n\
          |---|---|---|---|---|---|\n",
@@ -162,7 +181,9 @@ pub fn config_markdown() -> String {
     for doc in KEYS {
         let env = match doc.env {
             None => "— (TOML only)".to_owned(),
-            Some(env) if doc.kind == ValueKind::Secret => format!("{}, `…_FILE`, `…_COMMAND`", code(env)),
+            Some(env) if doc.kind == ValueKind::Secret => {
+                format!("{}, `…_FILE`, `…_COMMAND`, `…_ENV`", code(env))
+            }
             Some(env) => code(env),
         };
         let flag = doc.flag.map_or_else(
@@ -194,6 +215,7 @@ pub fn config_markdown() -> String {
     }
     md.push('\n');
     md.push_str(SECRETS_MD);
+    md.push_str(&channels_md());
     md.push_str(SEED_MD);
     md.push_str(VALIDATION_MD);
     md
@@ -210,8 +232,8 @@ Lowest to highest; a later source overrides an earlier one key by key:
 4. The process environment.
 5. Command-line flags.
 
-Tables merge key by key; lists (`server.admin_allow_cidrs`, `[[models]]`, …) are replaced as a
-whole. `moltbot config show` prints the effective configuration with every secret as `***`.
+Tables merge key by key; lists (`server.admin_allow_cidrs`, `[[models]]`, `[[channels]]`, …) are
+replaced as a whole. `moltbot config show` prints the effective configuration with every secret as `***`.
 See `moltbot.example.toml` for a commented example.
 
 ## Environment variables
@@ -219,8 +241,9 @@ See `moltbot.example.toml` for a commented example.
 `MOLTBOT_<KEY>`, with `__` between a table and its key: `MOLTBOT_LOG__FORMAT=json` sets
 `log.format`. Values are parsed like figment values (`true`, `false`, numbers); keys whose type
 is a string, address, URL or duration keep the raw text. Lists take `a,b` or `[a, b]`.
-Models can only be defined in the TOML file, since the environment cannot express arrays of
-tables (the seed variables below define one model).
+Models, channels and hooks can only be defined in the TOML file, since the environment cannot
+express arrays of tables (the seed variables below define one model); their secrets can still come
+from the environment with `K_env`.
 
 Unknown keys are errors that name the key and where it was set, in the file and in the
 environment alike. These names are reserved for tooling and ignored: `MOLTBOT_CONFIG`,
@@ -230,19 +253,25 @@ environment alike. These names are reserved for tooling and ignored: `MOLTBOT_CO
 
 const SECRETS_MD: &str = "## Secrets
 
-Keys of type `secret` accept exactly one of three forms (two at once is an error):
+Keys of type `secret` accept exactly one of four forms (two at once is an error):
 
 | Form | TOML | Environment |
 |---|---|---|
 | value | `K = \"…\"` | `MOLTBOT_K=…` |
 | file | `K_file = \"/run/secrets/…\"` | `MOLTBOT_K_FILE=/run/secrets/…` |
 | command | `K_command = \"pass show …\"` | `MOLTBOT_K_COMMAND=pass show …` |
+| environment variable | `K_env = \"NAME\"` | `MOLTBOT_K_ENV=NAME` |
 
 - A file is read whole; one trailing newline is removed. Relative paths start from the working
   directory.
 - A command runs with `sh -c`, stdin closed, stderr discarded, for at most 10 seconds; its stdout,
   trimmed, is the secret. A non-zero exit or a timeout is an error that names the key and the exit
   status; it never contains the command's output.
+- An environment variable is named, not given: `bot_token_env = \"TELEGRAM_BOT_TOKEN\"` reads
+  `TELEGRAM_BOT_TOKEN` from the process environment, else from `.env`; its value is used as is. An
+  unset or empty variable is an error that names the key and the variable. This is how secrets of
+  `[[models]]`, `[[channels]]` and `[[hooks]]` (TOML only) stay out of the file.
+- A secret set in any form by a higher source replaces every form of it below.
 - Secret lists (`auth.jwt_previous_secrets`, `models[].api_keys`) take plain values only.
 - Secrets print as `***` everywhere (`Debug`, `Display`, `moltbot config show`).
 
@@ -282,12 +311,151 @@ origin; both `MOLTBOT_BOOTSTRAP_ADMIN_KEY` and `_FILE`, or a bootstrap key not s
 `tls.cert` without `tls.key` (or the reverse), an unreadable `tls.cert`, `tls.key` or `tls.acme.ca_file`
 (the message names the path), both `tls.cert` and `tls.acme.domains`, an unknown name in
 `tls.listeners`, a `tls.acme.contact` not starting with `mailto:`, or `tls.acme.http01_addr` without
-`tls.acme.domains`.
+`tls.acme.domains`; a `[[channels]]` entry without `platform`, with an `account` that is not 1 to 32 of
+`a-z 0-9 _ -` or is used twice on one platform, a `mode` its platform does not support, a missing
+credential of its platform or one of another platform, an `encoding_aes_key` that is not 43 letters and
+digits, a `secret_token` Telegram would refuse, or a `model` that is not configured; a `[[hooks]]` entry
+with a bad or repeated `name`, with both or neither of `secret` and `token`, a `secret` or
+`callback_secret` that is not `whsec_` + base64 of at least 24 bytes, `mode = \"async\"` without
+`callback_url` (or without a key to sign callbacks), `callback_url`/`callback_secret` on a sync hook, or
+an unknown `model`; `pipeline.retry_base` longer than `pipeline.retry_max`; `pipeline.retention`
+under 1h; `webhooks.first_retry` longer than `webhooks.retry_for`.
 
 Warnings (logged at startup): in production, an empty `server.admin_allow_cidrs`,
 `log.prompts = true`, or a SQLite database; in development, an `auth.jwt_secret` shorter than
-32 bytes; a model endpoint using plain `http://` to a host that is not loopback.
+32 bytes; a model endpoint, channel `api_base` or hook `callback_url` using plain `http://` to a host
+that is not loopback; in production, `webhooks.allow_private_targets = true`; a Telegram
+`secret_token` in polling mode (unused); a hook `token` shorter than 16 bytes.
 ";
+
+const CHANNELS_INTRO_MD: &str = "## Channels and hooks
+
+Each `[[channels]]` table is one bot account on a chat platform. In the `webhook` and `http` modes
+the platform sends events to `https://<host>/channels/<platform>/<account>` on the chat listener; in
+the `polling` and `stream` modes moltbot holds the connection itself, on one replica at a time
+(`pipeline.lease_ttl`), and needs no public URL. Events are stored, deduplicated and answered by the
+pipeline (`[pipeline]`), with retries. Step-by-step platform setup: `docs/channels/<platform>.md`.
+
+| Platform | Modes (first = default) | Required | Optional |
+|---|---|---|---|
+";
+
+const CHANNELS_HOOKS_MD: &str = "
+Every account also takes the general keys (`model`, `mode`, `api_base`, `require_mention`,
+`allow_chats`, `allow_users`, `per_user_in_groups`, `system_prompt`, `replies_per_minute`, `bot_id`).
+A credential of another platform is an error, so a key put in the wrong table is noticed. In group
+chats an account answers only when mentioned (`require_mention`), and only allowed chats and senders
+(`allow_chats`, `allow_users`; empty = all).
+
+Each `[[hooks]]` table is a generic inbound hook: `POST /hooks/<name>` on the chat listener asks a
+model. Callers authenticate with either a Standard Webhooks signature (`secret`, a `whsec_…` key) or
+a bearer token (`token`). A `sync` hook answers in the response; an `async` hook answers `202` at
+once and POSTs the answer to `callback_url`, signed per Standard Webhooks with `callback_secret`
+(default: `secret`). A key can be made with `echo whsec_$(openssl rand -base64 32)`.
+
+Examples (secrets from environment variables, see Secrets above):
+
+```toml
+";
+
+/// The `[[channels]]` / `[[hooks]]` section of `docs/config.md`: what each platform takes.
+fn channels_md() -> String {
+    let mut md = String::from(CHANNELS_INTRO_MD);
+    let codes = |items: &[&str]| {
+        if items.is_empty() {
+            "—".to_owned()
+        } else {
+            items.iter().map(|i| code(i)).collect::<Vec<_>>().join(", ")
+        }
+    };
+    for platform in ChannelPlatform::ALL {
+        let spec = platform.spec();
+        let modes: Vec<&str> = spec.modes.iter().map(|m| m.as_str()).collect();
+        let mut required = codes(spec.required);
+        if !spec.webhook_required.is_empty() {
+            let _ = write!(
+                required,
+                "; {} in {} mode",
+                codes(spec.webhook_required),
+                ChannelMode::Webhook
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            code(platform.as_str()),
+            codes(&modes),
+            required,
+            codes(spec.optional)
+        );
+    }
+    md.push_str(CHANNELS_HOOKS_MD);
+    md.push_str(EXAMPLE_CHANNELS.trim_start());
+    md.push_str("```\n\n");
+    md
+}
+
+/// Example accounts and hooks: in `docs/config.md`, and commented out at the end of
+/// `moltbot.example.toml`. Tests load it.
+pub(crate) const EXAMPLE_CHANNELS: &str = r#"
+# Feishu (Lark: platform = "lark"); events to https://<host>/channels/feishu/main
+[[channels]]
+platform = "feishu"
+account = "main"
+app_id = "cli_a1b2c3d4e5f6a7b8"
+app_secret_env = "FEISHU_APP_SECRET"
+verification_token_env = "FEISHU_VERIFICATION_TOKEN"
+encrypt_key_env = "FEISHU_ENCRYPT_KEY"
+
+# DingTalk in Stream mode (no public URL needed)
+[[channels]]
+platform = "dingtalk"
+account = "main"
+mode = "stream"
+app_key = "dingabcdefghijklmnop"
+app_secret_env = "DINGTALK_APP_SECRET"
+
+# WeCom self-built application; callback URL https://<host>/channels/wecom/main
+[[channels]]
+platform = "wecom"
+account = "main"
+corp_id = "ww0123456789abcdef"
+agent_id = "1000002"
+app_secret_env = "WECOM_SECRET"
+token_env = "WECOM_TOKEN"
+encoding_aes_key_env = "WECOM_ENCODING_AES_KEY"
+
+# Telegram, webhook mode: setWebhook to https://<host>/channels/telegram/main with the secret_token
+[[channels]]
+platform = "telegram"
+account = "main"
+bot_id = "my_moltbot"
+bot_token_env = "TELEGRAM_BOT_TOKEN"
+secret_token_env = "TELEGRAM_SECRET_TOKEN"
+
+# Slack; Event Subscriptions Request URL https://<host>/channels/slack/main
+[[channels]]
+platform = "slack"
+account = "main"
+bot_token_env = "SLACK_BOT_TOKEN"
+signing_secret_env = "SLACK_SIGNING_SECRET"
+allow_chats = ["C0123456789"]
+replies_per_minute = 10
+
+# A hook that answers in the response; callers sign requests with the Standard Webhooks key
+[[hooks]]
+name = "support"
+secret_env = "SUPPORT_HOOK_SECRET"
+system_prompt = "You answer support questions briefly."
+
+# A hook that answers later: 202 at once, then the answer is POSTed (signed) to callback_url
+[[hooks]]
+name = "batch"
+mode = "async"
+token_env = "BATCH_HOOK_TOKEN"
+callback_url = "https://example.com/moltbot/answers"
+callback_secret_env = "BATCH_CALLBACK_SECRET"
+"#;
 
 /// Example literals for keys without a default, used in `moltbot.example.toml`.
 fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
@@ -313,8 +481,32 @@ fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
         "limits.tokens_per_minute" => "100000",
         "limits.daily_tokens" => "2000000",
         "limits.concurrent_streams" => "4",
+        "channels[].model" | "hooks[].model" => "\"gpt-4o-mini\"",
+        "channels[].mode" => "\"webhook\"",
+        "channels[].api_base" => "\"https://open.feishu.cn\"",
+        "channels[].system_prompt" => "\"You are a helpful team assistant.\"",
+        "channels[].bot_id" => "\"ou_0123456789abcdef\"",
+        "channels[].app_id" => "\"cli_a1b2c3d4e5f6a7b8\"",
+        "channels[].app_key" | "channels[].robot_code" => "\"dingabcdefghijklmnop\"",
+        "channels[].corp_id" => "\"ww0123456789abcdef\"",
+        "channels[].agent_id" => "\"1000002\"",
+        "channels[].platform" => "\"feishu\"",
+        "channels[].account" => "\"main\"",
+        "hooks[].name" => "\"support\"",
+        "hooks[].callback_url" => "\"https://example.com/moltbot/answers\"",
+        "hooks[].system_prompt" => "\"You answer support questions briefly.\"",
         _ => return None,
     })
+}
+
+/// An environment variable name for the `_env` example of a secret: `auth.jwt_secret` →
+/// `AUTH_JWT_SECRET`, `channels[].bot_token` → `CHANNEL_BOT_TOKEN`.
+fn example_var(key: &str) -> String {
+    let name = match key.split_once("[].") {
+        Some((list, rest)) => format!("{}_{rest}", list.trim_end_matches('s')),
+        None => key.to_owned(),
+    };
+    name.replace('.', "_").to_ascii_uppercase()
 }
 
 /// Keys of the first example model that are set (not commented out).
@@ -356,28 +548,44 @@ pub fn example_toml() -> String {
     );
     let mut table = String::new();
     for doc in KEYS {
-        if doc.kind == ValueKind::ModelList {
-            out.push_str("\n# ---- Models: one [[models]] table each (TOML only). ----\n");
+        if doc.kind == ValueKind::TableList {
+            if table.starts_with("models[]") {
+                out.push_str(EXAMPLE_SECOND_MODEL);
+                table.clear();
+            }
+            let title = match doc.key {
+                "models" => "Models: one [[models]] table each (TOML only).",
+                "channels" => {
+                    "Channels: one [[channels]] table per chat platform account (TOML only); \
+                     examples for every platform at the end."
+                }
+                _ => "Hooks: one [[hooks]] table each (TOML only); examples at the end.",
+            };
+            let _ = write!(out, "\n# ---- {title} ----\n");
             continue;
         }
         let (parent, leaf) = doc.key.rsplit_once('.').unwrap_or(("", doc.key));
         if parent != table {
+            if table.starts_with("models[]") && !parent.starts_with("models[]") {
+                out.push_str(EXAMPLE_SECOND_MODEL);
+            }
             table = parent.to_owned();
-            let header = match parent {
-                "models[]" => "[[models]]".to_owned(),
-                p => format!("[{}]", p.replace("[]", "")),
+            // The keys of an entry nobody configured are shown commented out, header included.
+            let (header, comment) = match parent {
+                "models[]" => ("[[models]]".to_owned(), ""),
+                "channels[]" => ("[[channels]]".to_owned(), "# "),
+                "hooks[]" => ("[[hooks]]".to_owned(), "# "),
+                p => (format!("[{}]", p.replace("[]", "")), ""),
             };
-            let _ = write!(out, "\n{header}\n");
+            let _ = write!(out, "\n{comment}{header}\n");
         }
         let _ = write!(out, "\n# {}", doc.description);
         if doc.default == "(required)" {
             out.push_str(" Required.");
-        } else if doc.default.contains(" (") || doc.default.starts_with('(') {
-            let _ = write!(
-                out,
-                " Default: {}.",
-                doc.default.trim_start_matches('(').trim_end_matches(')')
-            );
+        } else if let Some(computed) = doc.default.strip_prefix('(') {
+            let _ = write!(out, " Default: {}.", computed.trim_end_matches(')'));
+        } else if doc.default.contains(" (") {
+            let _ = write!(out, " Default: {}.", doc.default);
         }
         out.push('\n');
         let mut via: Vec<String> = Vec::new();
@@ -392,6 +600,7 @@ pub fn example_toml() -> String {
             let _ = writeln!(out, "# {leaf} = \"…\"");
             let _ = writeln!(out, "# {leaf}_file = \"/run/secrets/{leaf}\"");
             let _ = writeln!(out, "# {leaf}_command = \"pass show moltbot/{leaf}\"");
+            let _ = writeln!(out, "# {leaf}_env = \"{}\"", example_var(doc.key));
         } else {
             let value = defaults.get(doc.key).filter(|v| !v.is_null());
             let literal = match doc.kind {
@@ -406,6 +615,20 @@ pub fn example_toml() -> String {
             }
         }
     }
-    out.push_str(EXAMPLE_SECOND_MODEL);
+    if table.starts_with("models[]") {
+        out.push_str(EXAMPLE_SECOND_MODEL);
+    }
+    out.push_str("\n# ---- Examples of [[channels]] and [[hooks]] (uncomment and adapt). ----\n");
+    for line in EXAMPLE_CHANNELS.lines() {
+        match line {
+            "" => out.push('\n'),
+            l if l.starts_with('#') => {
+                let _ = writeln!(out, "{l}");
+            }
+            l => {
+                let _ = writeln!(out, "# {l}");
+            }
+        }
+    }
     out
 }

@@ -1,4 +1,4 @@
-//! Secret resolution on the merged tree: `K`, `K_file` or `K_command` become `K`.
+//! Secret resolution on the merged tree: `K`, `K_file`, `K_command` or `K_env` become `K`.
 
 use std::io::Read;
 use std::path::Path;
@@ -15,11 +15,20 @@ use crate::tree::{Layer, Origins, Tree};
 /// How long a `_command` may run.
 pub const SECRET_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Resolves every secret key of the schema (wildcards over `[[models]]` included).
-pub(crate) fn resolve_secrets(layer: &mut Layer, timeout: Duration) -> Result<(), ConfigError> {
+/// Where the indirect forms of secrets are read from.
+pub(crate) struct SecretSources<'a> {
+    /// How long a `_command` may run.
+    pub(crate) timeout: Duration,
+    /// The value of a variable named by `_env`: the environment, then `.env`; `None` when unset
+    /// or empty in both.
+    pub(crate) var: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Resolves every secret key of the schema (wildcards over `[[models]]`, `[[channels]]`, … included).
+pub(crate) fn resolve_secrets(layer: &mut Layer, sources: &SecretSources<'_>) -> Result<(), ConfigError> {
     for doc in secret_keys() {
         let segments: Vec<&str> = doc.key.split('.').collect();
-        resolve_at(&mut layer.tree, &segments, "", &mut layer.origins, timeout)?;
+        resolve_at(&mut layer.tree, &segments, "", &mut layer.origins, sources)?;
     }
     Ok(())
 }
@@ -29,7 +38,7 @@ fn resolve_at(
     segments: &[&str],
     actual: &str,
     origins: &mut Origins,
-    timeout: Duration,
+    sources: &SecretSources<'_>,
 ) -> Result<(), ConfigError> {
     let join = |key: &str| {
         if actual.is_empty() {
@@ -40,20 +49,20 @@ fn resolve_at(
     };
     match segments {
         [] => Ok(()),
-        [leaf] => resolve_one(map, leaf, &join(leaf), origins, timeout),
+        [leaf] => resolve_one(map, leaf, &join(leaf), origins, sources),
         [head, rest @ ..] => {
             if let Some(array_key) = head.strip_suffix("[]") {
                 if let Some(Value::Array(items)) = map.get_mut(array_key) {
                     for (i, item) in items.iter_mut().enumerate() {
                         if let Value::Object(table) = item {
                             let path = format!("{}[{i}]", join(array_key));
-                            resolve_at(table, rest, &path, origins, timeout)?;
+                            resolve_at(table, rest, &path, origins, sources)?;
                         }
                     }
                 }
                 Ok(())
             } else if let Some(Value::Object(table)) = map.get_mut(*head) {
-                resolve_at(table, rest, &join(head), origins, timeout)
+                resolve_at(table, rest, &join(head), origins, sources)
             } else {
                 Ok(())
             }
@@ -66,7 +75,7 @@ fn resolve_one(
     leaf: &str,
     path: &str,
     origins: &mut Origins,
-    timeout: Duration,
+    sources: &SecretSources<'_>,
 ) -> Result<(), ConfigError> {
     let forms: Vec<String> = std::iter::once(String::new())
         .chain(SECRET_SUFFIXES.iter().map(|s| (*s).to_owned()))
@@ -99,22 +108,42 @@ fn resolve_one(
             format!("expected a string{from}"),
         ));
     };
-    let value = if suffix == "_file" {
-        read_secret_file(Path::new(spec.trim())).map_err(|message| ConfigError::Secret {
+    let value = match suffix.as_str() {
+        "_file" => read_secret_file(Path::new(spec.trim())).map_err(|message| ConfigError::Secret {
             key: path.to_owned(),
             message: format!("{message}{from}"),
-        })?
-    } else {
-        run_secret_command(&spec, timeout).map_err(|message| ConfigError::Secret {
+        })?,
+        "_env" => read_secret_var(spec.trim(), sources.var).map_err(|message| ConfigError::Secret {
             key: path.to_owned(),
             message: format!("{leaf}{suffix} {message}{from}"),
-        })?
+        })?,
+        _ => run_secret_command(&spec, sources.timeout).map_err(|message| ConfigError::Secret {
+            key: path.to_owned(),
+            message: format!("{leaf}{suffix} {message}{from}"),
+        })?,
     };
     map.insert(leaf.to_owned(), Value::String(value));
     if let Some(origin) = origin {
         origins.set(path, origin);
     }
     Ok(())
+}
+
+/// The value of the environment variable `name` (environment, then `.env`), as is.
+fn read_secret_var(name: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let valid = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+        && name.bytes().all(|b| b == b'_' || b.is_ascii_alphanumeric());
+    if !valid {
+        return Err(format!(
+            "expected the name of an environment variable (letters, digits and _), got {name:?}"
+        ));
+    }
+    var(name).ok_or_else(|| {
+        format!("names environment variable {name}, which is not set (or empty) in the environment or .env")
+    })
 }
 
 /// Reads a secret file, removing one trailing newline.

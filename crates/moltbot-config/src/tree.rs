@@ -12,7 +12,8 @@ use ipnet::IpNet;
 use serde_json::{Map, Value};
 
 use crate::keys::{
-    KeyDoc, SECRET_SUFFIXES, ValueKind, is_table, key_doc, secret_keys, secret_variant, suggest,
+    KeyDoc, SECRET_SUFFIXES, ValueKind, is_table, is_table_list, key_doc, secret_keys, secret_variant,
+    suggest,
 };
 use crate::{ConfigError, KEYS, normalize_endpoint};
 
@@ -109,7 +110,7 @@ impl Layer {
     /// Puts `over` on top of this layer: tables merge key by key, everything else (arrays
     /// included) is replaced.
     ///
-    /// A secret set in any form (`K`, `K_file`, `K_command`) by `over` replaces every form of it
+    /// A secret set in any form (`K`, `K_file`, `K_command`, `K_env`) by `over` replaces every form of it
     /// below, so precedence applies to the secret as a whole.
     pub(crate) fn merge(&mut self, over: Layer) {
         for doc in secret_keys().filter(|d| !d.key.contains("[]")) {
@@ -218,12 +219,12 @@ fn check_keys(
         let s = join(schema, key);
         let a = join(actual, key);
         if let Some(doc) = key_doc(&s) {
-            if doc.kind == ValueKind::ModelList {
+            if doc.kind == ValueKind::TableList {
                 let Value::Array(items) = value else {
                     return Err(ConfigError::invalid(
                         &a,
                         format!(
-                            "expected {}, got {} ({origin})",
+                            "expected {} ([[{s}]]), got {} ({origin})",
                             doc.kind.expected(),
                             describe(value, false)
                         ),
@@ -283,10 +284,11 @@ pub(crate) fn env_layer(
         let key_path = rest.to_ascii_lowercase().replace("__", ".");
         let (path, kind) = match env_key(&upper) {
             Some(found) => found,
-            None if key_path == "models" || key_path.starts_with("models.") => {
+            None if table_list_of(&key_path).is_some() => {
+                let list = table_list_of(&key_path).unwrap_or_default();
                 return Err(ConfigError::invalid(
-                    key_path,
-                    format!("models can only be configured in the TOML file ([[models]]) ({origin})"),
+                    &key_path,
+                    format!("{list} can only be configured in the TOML file ([[{list}]]) ({origin})"),
                 ));
             }
             None if is_table(&key_path) => {
@@ -302,20 +304,23 @@ pub(crate) fn env_layer(
     Ok(layer)
 }
 
-/// Key path and kind of a `MOLTBOT_*` variable, including secret `_FILE`/`_COMMAND` forms.
+/// The array of tables (`models`, `channels`, `hooks`) a key path from the environment falls in.
+fn table_list_of(key_path: &str) -> Option<&str> {
+    let head = key_path.split('.').next().unwrap_or(key_path);
+    is_table_list(head).then_some(head)
+}
+
+/// Key path and kind of a `MOLTBOT_*` variable, including secret `_FILE`/`_COMMAND`/`_ENV` forms.
 fn env_key(upper: &str) -> Option<(String, ValueKind)> {
     if let Some(doc) = KEYS.iter().find(|d| d.env == Some(upper)) {
         return Some((doc.key.to_owned(), doc.kind));
     }
-    ["_FILE", "_COMMAND"].iter().find_map(|suffix| {
-        let base = upper.strip_suffix(suffix)?;
+    SECRET_SUFFIXES.iter().find_map(|suffix| {
+        let base = upper.strip_suffix(suffix.to_ascii_uppercase().as_str())?;
         let doc = KEYS
             .iter()
             .find(|d| d.env == Some(base) && d.kind == ValueKind::Secret)?;
-        Some((
-            format!("{}{}", doc.key, suffix.to_ascii_lowercase()),
-            ValueKind::String,
-        ))
+        Some((format!("{}{suffix}", doc.key), ValueKind::String))
     })
 }
 
@@ -364,11 +369,13 @@ pub(crate) fn check_values(
         let s = join(schema, key);
         let a = join(actual, key);
         match key_doc(&s) {
-            Some(doc) if doc.kind == ValueKind::ModelList => {
+            Some(doc) if doc.kind == ValueKind::TableList => {
                 if let Value::Array(items) = value {
                     for (i, item) in items.iter_mut().enumerate() {
                         if let Value::Object(table) = item {
-                            check_values(table, &format!("{s}[]"), &format!("{a}[{i}]"), origins)?;
+                            let (item_schema, item_path) = (format!("{s}[]"), format!("{a}[{i}]"));
+                            check_required_choices(table, &item_schema, &item_path, origins)?;
+                            check_values(table, &item_schema, &item_path, origins)?;
                         }
                     }
                 }
@@ -379,6 +386,39 @@ pub(crate) fn check_values(
                     check_values(table, &s, &a, origins)?;
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// A required key of an array-of-tables entry whose value is one of a fixed set (e.g.
+/// `channels[].platform`) must be present: unlike a string, its typed value has no empty state that
+/// validation could catch later.
+fn check_required_choices(
+    table: &Tree,
+    item_schema: &str,
+    item_path: &str,
+    origins: &Origins,
+) -> Result<(), ConfigError> {
+    let prefix = format!("{item_schema}.");
+    for doc in KEYS.iter().filter(|d| {
+        d.default == "(required)"
+            && matches!(d.kind, ValueKind::Enum(_))
+            && d.key
+                .strip_prefix(&prefix)
+                .is_some_and(|leaf| !leaf.contains('.'))
+    }) {
+        let leaf = &doc.key[prefix.len()..];
+        if !table.contains_key(leaf) {
+            let path = format!("{item_path}.{leaf}");
+            return Err(ConfigError::invalid(
+                &path,
+                format!(
+                    "is required: {}{}",
+                    doc.kind.expected(),
+                    origins.suffix(item_path)
+                ),
+            ));
         }
     }
     Ok(())
@@ -415,12 +455,16 @@ fn check_leaf(doc: &KeyDoc, path: &str, value: &mut Value, origins: &Origins) ->
             }
             _ => false,
         },
+        ValueKind::Url => value.as_str().is_some_and(|s| {
+            url::Url::parse(s.trim())
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        }),
         ValueKind::Enum(allowed) => value.as_str().is_some_and(|s| allowed.contains(&s)),
         ValueKind::StringList | ValueKind::SecretList => value
             .as_array()
             .is_some_and(|items| items.iter().all(Value::is_string)),
         ValueKind::CidrList => return check_cidrs(doc, path, value, &from),
-        ValueKind::ModelList => true,
+        ValueKind::TableList => true,
     };
     if ok {
         // Trim stray whitespace around strings that are parsed (env values, flags).

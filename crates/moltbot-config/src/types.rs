@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
+use url::Url;
 
 use crate::render::redact_url;
-use crate::{ModelConfig, Secret};
+use crate::{ChannelConfig, ChannelPlatform, HookConfig, ModelConfig, Secret};
 
 /// Default debug listener address (used by `--dev`).
 pub const DEFAULT_DEBUG_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
@@ -93,6 +94,18 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Models (`[[models]]` in TOML).
     pub models: Vec<ModelConfig>,
+    /// Chat platform accounts (`[[channels]]` in TOML).
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+    /// Generic inbound hooks (`[[hooks]]` in TOML).
+    #[serde(default)]
+    pub hooks: Vec<HookConfig>,
+    /// The inbound delivery pipeline of channels and hooks (`[pipeline]`).
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Outbound event webhooks (`[webhooks]`).
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Default tokenizer encoding for remote models.
     pub tokenizer: String,
 }
@@ -352,6 +365,89 @@ impl Default for AdminConfig {
     }
 }
 
+/// The inbound delivery pipeline of channels and hooks (`[pipeline]`): events are stored, deduplicated,
+/// claimed by workers, answered and delivered with retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Events answered at once by this replica.
+    pub workers: u32,
+    /// An event claimed by a worker that died is retried after this.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// Attempts per event, including the first.
+    pub max_attempts: u32,
+    /// First retry delay (doubling, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How long dedupe keys and finished events are kept (>= 1h, longer than platforms' redelivery).
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Lease of the replica that runs long-lived connections (Telegram polling, DingTalk Stream).
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often idle workers check the queue.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            lock_timeout: Duration::from_secs(120),
+            max_attempts: 8,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(300),
+            retention: Duration::from_secs(7 * 24 * 60 * 60),
+            lease_ttl: Duration::from_secs(15),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Outbound event webhooks (`[webhooks]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Deliveries in flight at once on this replica.
+    pub workers: u32,
+    /// Timeout of one delivery.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Delay before the first retry (doubling, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub first_retry: Duration,
+    /// How long after the event a delivery is retried before it is given up.
+    #[serde(with = "humantime_serde")]
+    pub retry_for: Duration,
+    /// Whether targets may be loopback, private or link-local addresses (default: only in development).
+    pub allow_private_targets: bool,
+}
+
+impl WebhooksConfig {
+    /// The defaults of a profile (`allow_private_targets` only in development).
+    pub fn defaults(profile: Profile) -> Self {
+        Self {
+            workers: 2,
+            timeout: Duration::from_secs(10),
+            first_retry: Duration::from_secs(5),
+            retry_for: Duration::from_secs(24 * 60 * 60),
+            allow_private_targets: profile == Profile::Development,
+        }
+    }
+}
+
+impl Default for WebhooksConfig {
+    /// The development defaults.
+    fn default() -> Self {
+        Self::defaults(Profile::Development)
+    }
+}
+
 /// Listener names that `tls.listeners` may contain.
 pub const TLS_LISTENERS: &[&str] = &["dialog", "admin", "metrics", "debug"];
 
@@ -431,7 +527,7 @@ impl Default for AcmeSettings {
 }
 
 impl Config {
-    /// The built-in defaults for a profile (no models).
+    /// The built-in defaults for a profile (no models, channels or hooks).
     pub fn defaults(profile: Profile) -> Self {
         let (host, format) = match profile {
             Profile::Development => (IpAddr::V4(Ipv4Addr::LOCALHOST), LogFormat::Text),
@@ -459,8 +555,24 @@ impl Config {
             cluster: ClusterConfig::default(),
             tls: TlsConfig::default(),
             models: Vec::new(),
+            channels: Vec::new(),
+            hooks: Vec::new(),
+            pipeline: PipelineConfig::default(),
+            webhooks: WebhooksConfig::defaults(profile),
             tokenizer: TOKENIZERS[0].to_owned(),
         }
+    }
+
+    /// The channel account on this platform with this name.
+    pub fn channel(&self, platform: ChannelPlatform, account: &str) -> Option<&ChannelConfig> {
+        self.channels
+            .iter()
+            .find(|c| c.platform == platform && c.account == account)
+    }
+
+    /// The hook with this name.
+    pub fn hook(&self, name: &str) -> Option<&HookConfig> {
+        self.hooks.iter().find(|h| h.name == name)
     }
 
     /// The model with this public name.
@@ -493,9 +605,42 @@ impl fmt::Debug for Config {
             .field("admin", &self.admin)
             .field("tls", &self.tls)
             .field("cluster", &self.cluster)
-            .field("models", &self.models)
+            .field("models", &self.models.iter().map(debug_model).collect::<Vec<_>>())
+            .field(
+                "channels",
+                &self.channels.iter().map(debug_channel).collect::<Vec<_>>(),
+            )
+            .field("hooks", &self.hooks.iter().map(debug_hook).collect::<Vec<_>>())
+            .field("pipeline", &self.pipeline)
+            .field("webhooks", &self.webhooks)
             .field("tokenizer", &self.tokenizer)
             .finish()
+    }
+}
+
+/// A URL with its password (userinfo or `password=` parameter) replaced by `***`, for `Debug`.
+fn redacted(url: &Url) -> Url {
+    Url::parse(&redact_url(url.as_str())).unwrap_or_else(|_| url.clone())
+}
+
+fn debug_model(m: &ModelConfig) -> ModelConfig {
+    ModelConfig {
+        endpoint: m.endpoint.as_ref().map(redacted),
+        ..m.clone()
+    }
+}
+
+fn debug_channel(c: &ChannelConfig) -> ChannelConfig {
+    ChannelConfig {
+        api_base: c.api_base.as_ref().map(redacted),
+        ..c.clone()
+    }
+}
+
+fn debug_hook(h: &HookConfig) -> HookConfig {
+    HookConfig {
+        callback_url: h.callback_url.as_ref().map(redacted),
+        ..h.clone()
     }
 }
 

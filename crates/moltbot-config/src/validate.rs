@@ -112,12 +112,13 @@ pub(crate) fn validate(
     }
     check_model_names(&config.models, &invalid)?;
     check_fallbacks(&config.models, &invalid)?;
+    crate::validate_channels::check(config, &invalid, warnings)?;
 
     warn(config, warnings);
     Ok(())
 }
 
-type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
+pub(crate) type Invalid<'a> = dyn Fn(&str, String) -> ConfigError + 'a;
 
 fn check_auth(config: &Config, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
     let a = &config.auth;
@@ -296,7 +297,7 @@ fn non_empty_secret(key: &str, secret: Option<&Secret>, invalid: &Invalid<'_>) -
     }
 }
 
-fn positive(key: &str, value: Duration, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
+pub(crate) fn positive(key: &str, value: Duration, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
     if value.is_zero() {
         Err(invalid(key, "must be longer than 0s".to_owned()))
     } else {
@@ -304,7 +305,7 @@ fn positive(key: &str, value: Duration, invalid: &Invalid<'_>) -> Result<(), Con
     }
 }
 
-fn at_least_one(key: &str, value: u32, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
+pub(crate) fn at_least_one(key: &str, value: u32, invalid: &Invalid<'_>) -> Result<(), ConfigError> {
     if value == 0 {
         Err(invalid(key, "must be at least 1".to_owned()))
     } else {
@@ -559,7 +560,7 @@ fn warn(config: &Config, warnings: &mut Vec<String>) {
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),

@@ -5,6 +5,7 @@
 pub mod assemble;
 pub mod auth;
 pub mod backend;
+pub mod channels;
 pub mod clock;
 pub mod domain;
 pub mod history;
@@ -14,6 +15,7 @@ pub mod ratelimit;
 pub mod service;
 pub mod store;
 pub mod tokens;
+pub mod webhooks;
 
 pub use auth::{ApiKey, ApiKeyUpdate, Credential, KeyLimits, Principal, Scope};
 pub use backend::*;

@@ -170,7 +170,9 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         auth = auth.with_cluster(shared);
     }
     let auth = Arc::new(auth);
+    let channels = Arc::new(crate::channels::from_config(&config)?);
     Ok(AppState {
+        channels,
         auth,
         body_limit: config.server.body_limit_bytes,
         telemetry: crate::telemetry::Telemetry::new(config.server.debug_requests),

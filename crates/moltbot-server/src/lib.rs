@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod cluster;
 pub mod error;
 pub mod extract;
@@ -19,6 +20,7 @@ pub mod security;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,6 +50,7 @@ pub fn chat_router(state: AppState) -> Router {
                 .route_layer(from_fn_with_state(Scope::Conversations, auth::require_scope)),
         )
         .merge(routes::health::router())
+        .merge(channels::router())
         .merge(routes::openapi::router())
         .merge(routes::assets::chat_router())
         .fallback(routes::not_found)
@@ -94,6 +97,7 @@ pub fn admin_router(state: AppState) -> Router {
         .merge(routes::admin_overview::router())
         .merge(routes::admin_backends::router())
         .merge(routes::admin_settings::router())
+        .merge(webhooks::admin_router())
         .merge(routes::assets::admin_router());
     if state.config.metrics_addr.is_none() {
         // `metrics` scope, or a scraper inside a non-empty admin CIDR allowlist.

@@ -192,6 +192,11 @@ pub async fn serve(
         tracing::info!(listeners = ?tls_config.listeners, "native TLS enabled");
     }
     let purge = tokio::spawn(crate::idempotency::purge_loop(state.clone()));
+    // Channel workers and long-lived platform connections, outbound webhook delivery: they finish the
+    // item in hand after the listeners drained (what they leave is retried by the next replica/start).
+    let stop_background = CancellationToken::new();
+    let mut background = crate::channels::spawn(&state, &stop_background);
+    background.extend(crate::webhooks::spawn(&state, &stop_background));
     state.readiness.set_listening();
     tracing::info!(chat_addr = %addrs.chat_addr, admin_addr = %addrs.admin_addr, "moltbot is ready");
     if let Some(path) = &ready_file {
@@ -226,6 +231,12 @@ pub async fn serve(
         servers.abort_all();
     }
     purge.abort();
+    stop_background.cancel();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        futures::future::join_all(background),
+    )
+    .await;
     stop_tls.cancel();
     if let Some(t) = tls_task {
         t.abort();

@@ -20,6 +20,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Metrics handles and the recent-request log.
     pub telemetry: Telemetry,
+    /// Chat-platform accounts and generic hooks, and their pipeline settings.
+    pub channels: Arc<crate::channels::Channels>,
 }
 
 /// `/ready`: this process can serve — listeners up, not draining (the database is pinged per request).

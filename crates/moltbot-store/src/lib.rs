@@ -12,6 +12,7 @@
 //! # Ok(()) }
 //! ```
 
+mod channels;
 mod connect;
 mod error;
 mod keys;
@@ -22,6 +23,7 @@ mod models;
 mod rows;
 mod store;
 mod tx;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -55,7 +55,7 @@ fn example_toml_loads_and_validates() {
     );
     // Every key is mentioned.
     let text = example_toml();
-    for doc in KEYS.iter().filter(|d| d.kind != ValueKind::ModelList) {
+    for doc in KEYS.iter().filter(|d| d.kind != ValueKind::TableList) {
         let leaf = doc.key.rsplit('.').next().unwrap_or(doc.key);
         assert!(
             text.contains(&format!("{leaf} =")),
@@ -69,7 +69,7 @@ fn example_toml_loads_and_validates() {
 fn key_table_covers_every_config_field() {
     let documented: BTreeSet<&str> = KEYS
         .iter()
-        .filter(|d| d.kind != ValueKind::ModelList)
+        .filter(|d| d.kind != ValueKind::TableList)
         .map(|d| d.key)
         .collect();
     let actual: BTreeSet<String> = default_values(Profile::Development).into_keys().collect();
@@ -94,7 +94,7 @@ fn key_table_defaults_match_the_code() {
     let prod = default_values(Profile::Production);
     for doc in KEYS
         .iter()
-        .filter(|d| d.kind != ValueKind::ModelList && !d.default.starts_with('('))
+        .filter(|d| d.kind != ValueKind::TableList && !d.default.starts_with('('))
     {
         if doc.key == "profile" {
             assert_eq!(doc.default, display_default(&dev[doc.key]));
@@ -121,8 +121,9 @@ fn key_table_defaults_match_the_code() {
 #[test]
 fn key_table_env_names_follow_the_rule() {
     for doc in KEYS {
-        let expected = (!doc.key.starts_with("models"))
-            .then(|| format!("MOLTBOT_{}", doc.key.replace('.', "__").to_ascii_uppercase()));
+        let in_list = doc.kind == ValueKind::TableList || doc.key.contains("[]");
+        let expected =
+            (!in_list).then(|| format!("MOLTBOT_{}", doc.key.replace('.', "__").to_ascii_uppercase()));
         assert_eq!(doc.env.map(str::to_owned), expected, "env of {}", doc.key);
         assert_eq!(
             doc.is_secret,

@@ -1,5 +1,6 @@
 //! Unit tests. Every test passes an explicit environment; none reads or changes the process's.
 
+mod channels;
 mod docs;
 mod layers;
 mod rules;

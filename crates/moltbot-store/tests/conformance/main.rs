@@ -4,6 +4,7 @@
 //!
 //! Test names carry the backend: `sqlite::appends_are_sequenced`, `postgres::appends_are_sequenced`, …
 
+mod channels;
 mod conversations;
 mod harness;
 mod keys;
@@ -45,6 +46,9 @@ macro_rules! conformance {
 }
 
 conformance!(
+    channels::channel_events_dedupe_and_claim_in_chat_order,
+    channels::channel_claims_expire_and_are_exclusive,
+    channels::channel_conversations_state_and_leases,
     schema::migrate_is_idempotent,
     schema::tolerates_newer_schema,
     conversations::conversations_are_owner_scoped,
