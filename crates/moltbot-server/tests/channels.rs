@@ -530,3 +530,132 @@ poll_interval = "50ms"
     assert_eq!(summary.conversation.owner, "channel:slack:team");
     srv.stop().await;
 }
+
+/// DingTalk Stream mode through the server: the replica takes the account's lease, opens the
+/// connection, a CALLBACK is acknowledged (with its messageId) only once queued, and the answer goes
+/// to the message's sessionWebhook.
+#[tokio::test]
+async fn dingtalk_stream_callback_is_acked_after_queueing_and_answered_via_session_webhook() {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    use futures::StreamExt;
+
+    let fake = fake_with(moltbot_testkit::Script::echo()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let replies = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let frame = json!({
+        "specVersion": "1.0", "type": "CALLBACK",
+        "headers": {"appId": "app", "connectionId": "c1", "contentType": "application/json",
+                    "messageId": "frame-1", "time": "1700000000000", "topic": "/v1.0/im/bot/messages/get"},
+        "data": serde_json::to_string(&json!({
+            "conversationId": "cid-1", "chatbotUserId": "bot", "msgId": "msg-stream-1", "senderNick": "Li",
+            "senderStaffId": "staff-1", "senderId": "s-1", "conversationType": "1",
+            "sessionWebhook": format!("http://{addr}/session"),
+            "sessionWebhookExpiredTime": (now() + 3600) * 1000, "createAt": now() * 1000,
+            "text": {"content": "what is on today"}, "msgtype": "text"
+        })).unwrap(),
+    });
+    let r = replies.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1.0/gateway/connections/open",
+            axum::routing::post(move || async move {
+                axum::Json(json!({"endpoint": format!("ws://{addr}/connect"), "ticket": "t1"}))
+            }),
+        )
+        .route(
+            "/connect",
+            axum::routing::any(move |ws: WebSocketUpgrade| {
+                let (frame, acks_tx) = (frame.clone(), acks_tx.clone());
+                async move {
+                    ws.on_upgrade(move |mut socket| async move {
+                        socket
+                            .send(Message::Text(frame.to_string().into()))
+                            .await
+                            .unwrap();
+                        while let Some(Ok(m)) = socket.next().await {
+                            if let Message::Text(t) = m {
+                                let _ = acks_tx.send(serde_json::from_str(&t).unwrap());
+                            }
+                        }
+                    })
+                }
+            }),
+        )
+        .route(
+            "/session",
+            axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+                let r = r.clone();
+                async move {
+                    r.lock().unwrap().push(body);
+                    axum::Json(json!({"errcode": 0, "errmsg": "ok"}))
+                }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let toml = format!(
+        r#"
+[[channels]]
+platform = "dingtalk"
+account = "corp"
+mode = "stream"
+api_base = "http://{addr}"
+app_key = "ding-app-key"
+app_secret = "ding-app-secret"
+
+[pipeline]
+lease_ttl = "3s"
+poll_interval = "50ms"
+"#
+    );
+    let srv = start_with(&fake, &toml, |_| {}).await;
+    let ack = tokio::time::timeout(Duration::from_secs(10), acks.recv())
+        .await
+        .expect("no ack")
+        .unwrap();
+    assert_eq!(ack["code"], 200);
+    assert_eq!(ack["headers"]["messageId"], "frame-1");
+    // Acknowledged only after it was stored.
+    let queued = srv
+        .state
+        .store
+        .list_channel_events(Some("dingtalk"), Some("corp"), 5)
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].event_id, "msg-stream-1");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while replies.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reply via sessionWebhook"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = replies.lock().unwrap()[0].clone();
+    assert_eq!(reply["msgtype"], "text");
+    assert_eq!(reply["text"]["content"], "echo: what is on today");
+    let list: Value = srv
+        .http
+        .get(srv.admin_url("/admin/api/webhooks"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let corp = &list["data"][0];
+    assert_eq!(
+        (corp["name"].as_str(), corp["mode"].as_str()),
+        (Some("dingtalk/corp"), Some("stream"))
+    );
+    assert!(
+        corp["leader"]
+            .as_str()
+            .is_some_and(|l| l == srv.state.channels.instance),
+        "{corp}"
+    );
+    srv.stop().await;
+}

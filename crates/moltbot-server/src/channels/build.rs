@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use moltbot_channels::{
-    Adapter, InboundMessage, Platform, SendError, Sink, dingtalk, dingtalk_stream, slack, telegram,
+    Adapter, InboundMessage, Platform, SendError, Sink, dingtalk, dingtalk_stream, feishu, slack, telegram,
 };
 use moltbot_config::{
     ChannelConfig, ChannelMode, ChannelPlatform, Config, HookConfig, HookMode as ConfigHookMode, Secret,
@@ -105,7 +105,26 @@ fn channel(c: &ChannelConfig, http: &reqwest::Client) -> anyhow::Result<Account>
     };
     let mut long_lived = None;
     let adapter: Arc<dyn Adapter> = match platform {
-        Platform::Feishu | Platform::Lark => anyhow::bail!("TEMP: feishu not yet"),
+        Platform::Feishu | Platform::Lark => {
+            let settings = feishu::FeishuSettings {
+                app_id: need_plain(&c.app_id, "app_id", c)?,
+                app_secret: need(&c.app_secret, "app_secret", c)?,
+                verification_token: c.verification_token.as_ref().map(|s| s.expose().to_owned()),
+                encrypt_key: c.encrypt_key.as_ref().map(|s| s.expose().to_owned()),
+                bot_id: c.bot_id.clone(),
+                api_base: base(if platform == Platform::Lark {
+                    feishu::LARK_API_BASE
+                } else {
+                    feishu::FEISHU_API_BASE
+                }),
+            };
+            Arc::new(feishu::FeishuAdapter::new(
+                &c.account,
+                platform,
+                settings,
+                http.clone(),
+            ))
+        }
         Platform::Dingtalk => {
             let settings = dingtalk::DingtalkSettings {
                 app_key: need_plain(&c.app_key, "app_key", c)?,
