@@ -659,3 +659,108 @@ poll_interval = "50ms"
     );
     srv.stop().await;
 }
+
+/// Feishu through the server: the encrypted URL check when the Request URL is saved, then a signed,
+/// encrypted direct message answered through the IM API with the cached tenant token and a `uuid`.
+#[tokio::test]
+async fn feishu_url_check_and_encrypted_message_are_answered() {
+    use moltbot_channels::feishu::{encrypt, signature};
+    const ENCRYPT_KEY: &str = "feishu-encrypt-key";
+    const VTOKEN: &str = "feishu-verification-token";
+    let fake = fake_with(moltbot_testkit::Script::echo()).await;
+    let sent = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let s = sent.clone();
+    let app = axum::Router::new()
+        .route(
+            "/open-apis/auth/v3/tenant_access_token/internal",
+            axum::routing::post(|| async {
+                axum::Json(json!({"code": 0, "msg": "ok", "tenant_access_token": "t-1", "expire": 7200}))
+            }),
+        )
+        .route(
+            "/open-apis/im/v1/messages",
+            axum::routing::post(move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+                let s = s.clone();
+                async move {
+                    assert_eq!(headers.get("authorization").unwrap(), "Bearer t-1");
+                    s.lock().unwrap().push(body);
+                    axum::Json(json!({"code": 0, "msg": "success", "data": {}}))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let toml = format!(
+        r#"
+[[channels]]
+platform = "feishu"
+account = "main"
+api_base = "{base}"
+app_id = "cli_test"
+app_secret = "feishu-app-secret"
+verification_token = "{VTOKEN}"
+encrypt_key = "{ENCRYPT_KEY}"
+
+[pipeline]
+poll_interval = "50ms"
+"#
+    );
+    let srv = start_with(&fake, &toml, |_| {}).await;
+    let url = srv.url("/channels/feishu/main");
+    let check = json!({"challenge": "c-123", "token": VTOKEN, "type": "url_verification"});
+    let body = json!({"encrypt": encrypt(ENCRYPT_KEY, check.to_string().as_bytes())});
+    let r = srv.anon.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"challenge": "c-123"}));
+
+    let event = json!({
+        "schema": "2.0",
+        "header": {"event_id": "ev-1", "event_type": "im.message.receive_v1", "token": VTOKEN, "create_time": "1", "app_id": "cli_test"},
+        "event": {"sender": {"sender_id": {"open_id": "ou_alice"}, "sender_type": "user"},
+                  "message": {"message_id": "om_1", "chat_id": "oc_1", "chat_type": "p2p", "message_type": "text",
+                              "create_time": "1700000000000", "content": "{\"text\":\"ni hao\"}"}}
+    });
+    let raw =
+        serde_json::to_vec(&json!({"encrypt": encrypt(ENCRYPT_KEY, event.to_string().as_bytes())})).unwrap();
+    let ts = now().to_string();
+    let post = |sig: String| {
+        srv.anon
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-lark-request-timestamp", &ts)
+            .header("x-lark-request-nonce", "n1")
+            .header("x-lark-signature", sig)
+            .body(raw.clone())
+            .send()
+    };
+    assert_eq!(
+        post("0".repeat(64)).await.unwrap().status(),
+        401,
+        "forged signature"
+    );
+    assert_eq!(
+        post(signature(&ts, "n1", ENCRYPT_KEY, &raw))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sent.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no reply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = sent.lock().unwrap()[0].clone();
+    assert_eq!(reply["receive_id"], "oc_1");
+    assert_eq!(
+        serde_json::from_str::<Value>(reply["content"].as_str().unwrap()).unwrap(),
+        json!({"text": "echo: ni hao"})
+    );
+    assert!(
+        reply["uuid"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("chev_") && u.len() <= 50)
+    );
+    srv.stop().await;
+}
