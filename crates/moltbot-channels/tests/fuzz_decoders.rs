@@ -9,6 +9,7 @@ use moltbot_channels::dingtalk::{DingtalkAdapter, DingtalkSettings};
 use moltbot_channels::feishu::{FeishuAdapter, FeishuSettings};
 use moltbot_channels::slack::{SlackAdapter, SlackSettings};
 use moltbot_channels::telegram::{TelegramAdapter, TelegramSettings};
+use moltbot_channels::wecom::{WecomAdapter, WecomSettings};
 use moltbot_channels::{Adapter, Decoded, HttpRequest, Platform};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -59,6 +60,18 @@ fn adapters() -> Vec<Box<dyn Adapter>> {
                 robot_code: None,
                 api_base: String::new(),
             },
+            http.clone(),
+        )),
+        Box::new(WecomAdapter::new(
+            "w",
+            WecomSettings {
+                corp_id: "wx5823bf96d3bd56c7".into(),
+                agent_id: "1".into(),
+                app_secret: "s".into(),
+                token: "QDG6eK".into(),
+                encoding_aes_key: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C".into(),
+                api_base: String::new(),
+            },
             http,
         )),
     ]
@@ -81,6 +94,20 @@ fn authentic(a: &dyn Adapter, body: Vec<u8>) -> HttpRequest {
             HttpRequest::post(body)
                 .with_header("timestamp", &ms)
                 .with_header("sign", &sig)
+        }
+        Platform::Wecom => {
+            // The signature covers the <Encrypt> element: sign whatever the fuzzer put between the tags.
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let enc = text
+                .split_once("<Encrypt>")
+                .and_then(|(_, rest)| rest.split_once("</Encrypt>"))
+                .map(|(e, _)| e.to_owned())
+                .unwrap_or_default();
+            let sig = moltbot_channels::wecom::msg_signature("QDG6eK", &ts, "n", &enc);
+            HttpRequest::post(body)
+                .with_query("msg_signature", &sig)
+                .with_query("timestamp", &ts)
+                .with_query("nonce", "n")
         }
         _ => HttpRequest::post(body),
     }
@@ -183,6 +210,23 @@ proptest! {
     }
 
     #[test]
+    fn wecom_encrypted_arbitrary_xml_never_panics(
+        inner in prop_oneof![
+            ".{0,200}",
+            proptest::collection::vec(prop_oneof![Just("<xml>"), Just("</xml>"), Just("<MsgType>text</MsgType>"),
+                Just("<MsgType><![CDATA[event]]></MsgType>"), Just("<Content><![CDATA["), Just("]]></Content>"),
+                Just("<MsgId>1</MsgId>"), Just("<FromUserName>u</FromUserName>"), Just("<AgentID>1</AgentID>"),
+                Just("<CreateTime>x</CreateTime>"), Just("&amp;"), Just("<a><b></a>"), Just("你好")], 0..12)
+                .prop_map(|parts| parts.concat()),
+        ]
+    ) {
+        let a = adapters().pop().unwrap();
+        let enc = moltbot_channels::wecom::encrypt("jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C", inner.as_bytes(), "wx5823bf96d3bd56c7").unwrap();
+        let body = format!("<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><Encrypt>{enc}</Encrypt></xml>");
+        check(a.as_ref(), &authentic(a.as_ref(), body.into_bytes()));
+    }
+
+    #[test]
     fn mutated_real_events_never_panic(field in 0usize..8, replacement in json_value()) {
         // Well-formed events with one field replaced by anything.
         let events = [
@@ -196,15 +240,16 @@ proptest! {
             json!({"msgtype": "text", "text": {"content": "hi"}, "msgId": "m", "conversationId": "c", "conversationType": "2",
                    "isInAtList": true, "senderStaffId": "s", "sessionWebhook": "http://x", "sessionWebhookExpiredTime": 1}),
         ];
+        // (WeCom's bodies are encrypted XML: the byte-level properties cover it.)
         for (a, mut ev) in adapters().into_iter().zip(events) {
-            replace_nth(&mut ev, field, replacement.clone());
+            replace_nth(&mut ev, field, &replacement);
             check(a.as_ref(), &authentic(a.as_ref(), serde_json::to_vec(&ev).unwrap()));
         }
     }
 }
 
 /// Replace the `n`th value (depth first, modulo the count) in `v`.
-fn replace_nth(v: &mut Value, n: usize, with: Value) {
+fn replace_nth(v: &mut Value, n: usize, with: &Value) {
     fn count(v: &Value) -> usize {
         1 + match v {
             Value::Array(a) => a.iter().map(count).sum(),
@@ -225,5 +270,5 @@ fn replace_nth(v: &mut Value, n: usize, with: Value) {
         }
     }
     let mut n = n % count(v);
-    walk(v, &mut n, &with);
+    walk(v, &mut n, with);
 }

@@ -764,3 +764,114 @@ poll_interval = "50ms"
     );
     srv.stop().await;
 }
+
+/// WeCom through the server: the GET URL check (encrypted echostr) when the callback URL is saved,
+/// then an encrypted text message answered through message/send with the cached access token.
+#[tokio::test]
+async fn wecom_url_check_and_encrypted_message_are_answered() {
+    use moltbot_channels::wecom::{encrypt, msg_signature};
+    const AES_KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+    const CB_TOKEN: &str = "QDG6eK";
+    const CORP: &str = "wx5823bf96d3bd56c7";
+    let fake = fake_with(moltbot_testkit::Script::echo()).await;
+    let sent = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let s = sent.clone();
+    let app = axum::Router::new()
+        .route(
+            "/cgi-bin/gettoken",
+            axum::routing::get(|| async {
+                axum::Json(json!({"errcode": 0, "errmsg": "ok", "access_token": "wt-1", "expires_in": 7200}))
+            }),
+        )
+        .route(
+            "/cgi-bin/message/send",
+            axum::routing::post(
+                move |q: axum::extract::Query<std::collections::HashMap<String, String>>,
+                      axum::Json(body): axum::Json<Value>| {
+                    let s = s.clone();
+                    async move {
+                        assert_eq!(q.get("access_token").map(String::as_str), Some("wt-1"));
+                        s.lock().unwrap().push(body);
+                        axum::Json(json!({"errcode": 0, "errmsg": "ok"}))
+                    }
+                },
+            ),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let toml = format!(
+        r#"
+[[channels]]
+platform = "wecom"
+account = "corp"
+api_base = "{base}"
+corp_id = "{CORP}"
+agent_id = "1000002"
+app_secret = "wecom-agent-secret"
+token = "{CB_TOKEN}"
+encoding_aes_key = "{AES_KEY}"
+
+[pipeline]
+poll_interval = "50ms"
+"#
+    );
+    let srv = start_with(&fake, &toml, |_| {}).await;
+    let ts = now().to_string();
+    let echostr = encrypt(AES_KEY, b"echo-4711", CORP).unwrap();
+    let sig = msg_signature(CB_TOKEN, &ts, "n1", &echostr);
+    let r = srv
+        .anon
+        .get(srv.url("/channels/wecom/corp"))
+        .query(&[
+            ("msg_signature", sig.as_str()),
+            ("timestamp", &ts),
+            ("nonce", "n1"),
+            ("echostr", &echostr),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "echo-4711");
+
+    let inner = format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[zhangsan]]></FromUserName>\
+         <CreateTime>{ts}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[你好]]></Content>\
+         <MsgId>1234567890123456</MsgId><AgentID>1000002</AgentID></xml>"
+    );
+    let enc = encrypt(AES_KEY, inner.as_bytes(), CORP).unwrap();
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><AgentID><![CDATA[1000002]]></AgentID><Encrypt><![CDATA[{enc}]]></Encrypt></xml>"
+    );
+    let post = |sig: String| {
+        srv.anon
+            .post(srv.url("/channels/wecom/corp"))
+            .query(&[
+                ("msg_signature", sig.as_str()),
+                ("timestamp", &ts),
+                ("nonce", "n2"),
+            ])
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(post("0".repeat(40)).await.unwrap().status(), 401);
+    assert_eq!(
+        post(msg_signature(CB_TOKEN, &ts, "n2", &enc))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sent.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no reply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = sent.lock().unwrap()[0].clone();
+    assert_eq!(reply["touser"], "zhangsan");
+    assert_eq!(reply["agentid"], 1000002);
+    assert_eq!(reply["text"]["content"], "echo: 你好");
+    assert_eq!(reply["enable_duplicate_check"], 1);
+    srv.stop().await;
+}

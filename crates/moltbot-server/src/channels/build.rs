@@ -7,6 +7,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use moltbot_channels::{
     Adapter, InboundMessage, Platform, SendError, Sink, dingtalk, dingtalk_stream, feishu, slack, telegram,
+    wecom,
 };
 use moltbot_config::{
     ChannelConfig, ChannelMode, ChannelPlatform, Config, HookConfig, HookMode as ConfigHookMode, Secret,
@@ -141,7 +142,17 @@ fn channel(c: &ChannelConfig, http: &reqwest::Client) -> anyhow::Result<Account>
             }
             Arc::new(dingtalk::DingtalkAdapter::new(&c.account, settings, http.clone()))
         }
-        Platform::Wecom => anyhow::bail!("TEMP: wecom not yet"),
+        Platform::Wecom => {
+            let settings = wecom::WecomSettings {
+                corp_id: need_plain(&c.corp_id, "corp_id", c)?,
+                agent_id: need_plain(&c.agent_id, "agent_id", c)?,
+                app_secret: need(&c.app_secret, "app_secret", c)?,
+                token: need(&c.token, "token", c)?,
+                encoding_aes_key: need(&c.encoding_aes_key, "encoding_aes_key", c)?,
+                api_base: base(wecom::DEFAULT_API_BASE),
+            };
+            Arc::new(wecom::WecomAdapter::new(&c.account, settings, http.clone()))
+        }
         Platform::Telegram => {
             let settings = telegram::TelegramSettings {
                 bot_token: need(&c.bot_token, "bot_token", c)?,
