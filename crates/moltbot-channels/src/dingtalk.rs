@@ -628,6 +628,10 @@ impl Adapter for DingtalkAdapter {
 
     /// Through the message's sessionWebhook while it is valid, else through the robot API.
     /// DingTalk has no idempotency key on either path, so `_idempotency_key` is unused.
+    async fn check_credentials(&self) -> Result<String, SendError> {
+        self.fetch_token().await.map(|_| "access token issued".to_owned())
+    }
+
     async fn send(&self, to: &InboundMessage, text: &str, _idempotency_key: &str) -> Result<(), SendError> {
         let info: ReplyInfo = serde_json::from_value(to.reply.clone()).unwrap_or_default();
         let now_ms = unix_millis();

@@ -532,6 +532,13 @@ impl Adapter for FeishuAdapter {
         }
     }
 
+    async fn check_credentials(&self) -> Result<String, SendError> {
+        self.token.invalidate().await;
+        self.tenant_token()
+            .await
+            .map(|_| "tenant access token issued".to_owned())
+    }
+
     async fn send(&self, to: &InboundMessage, text: &str, idempotency_key: &str) -> Result<(), SendError> {
         let uuid = feishu_uuid(idempotency_key);
         if self.post_message(to, text, &uuid).await? {

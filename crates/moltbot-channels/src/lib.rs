@@ -277,6 +277,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// same for this chunk on every retry: pass it to the platform's own dedupe where there is one
     /// (Feishu `uuid`, WeCom `enable_duplicate_check`).
     async fn send(&self, to: &InboundMessage, text: &str, idempotency_key: &str) -> Result<(), SendError>;
+
+    /// Check the account's credentials against the platform (`moltbot doctor`): what the platform
+    /// said (the bot's name, "access token issued"), or why not. Sends no message.
+    async fn check_credentials(&self) -> Result<String, SendError> {
+        Ok("nothing to check".into())
+    }
 }
 
 /// Where a long-lived connection (DingTalk Stream, Telegram long polling) hands messages. `Ok` once

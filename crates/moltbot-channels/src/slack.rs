@@ -490,6 +490,34 @@ impl Adapter for SlackAdapter {
         }
     }
 
+    async fn check_credentials(&self) -> Result<String, SendError> {
+        let resp = self
+            .http
+            .post(format!("{}/auth.test", self.settings.base()))
+            .bearer_auth(&self.settings.bot_token)
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| SendError::retryable(format!("auth.test: {}", e.without_url())))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or_default();
+        if v.get("ok").and_then(Value::as_bool) == Some(true) {
+            let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+            return Ok(format!(
+                "bot {} ({}) in team {}",
+                s("user"),
+                s("user_id"),
+                s("team")
+            ));
+        }
+        let error = v.get("error").and_then(Value::as_str).unwrap_or("no answer");
+        if status.is_server_error() || status.as_u16() == 429 {
+            Err(SendError::retryable(format!("auth.test: HTTP {status}")))
+        } else {
+            Err(SendError::Permanent(format!("auth.test: {error}")))
+        }
+    }
+
     /// `chat.postMessage` into the message's channel, in its thread (see the module docs).
     /// Slack has no idempotency key for it, so `_idempotency_key` is unused.
     async fn send(&self, to: &InboundMessage, text: &str, _idempotency_key: &str) -> Result<(), SendError> {

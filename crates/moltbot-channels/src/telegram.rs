@@ -624,6 +624,14 @@ impl Adapter for TelegramAdapter {
 
     /// `sendMessage` as plain text into the message's chat and forum topic; in groups as a reply
     /// to the user's message. The Bot API has no idempotency key, so `_idempotency_key` is unused.
+    async fn check_credentials(&self) -> Result<String, SendError> {
+        let me = self.call("getMe", &json!({}), REQUEST_TIMEOUT).await?;
+        Ok(format!(
+            "bot @{}",
+            me.get("username").and_then(Value::as_str).unwrap_or("?")
+        ))
+    }
+
     async fn send(&self, to: &InboundMessage, text: &str, _idempotency_key: &str) -> Result<(), SendError> {
         let mut body = json!({ "chat_id": id_value(&to.chat_id), "text": text });
         if let Some(thread) = &to.thread_id {

@@ -610,6 +610,10 @@ impl Adapter for WecomAdapter {
     /// A text app message to the sender. WeCom has no idempotency key; its duplicate check
     /// (identical content to the same user within [`DUPLICATE_CHECK_INTERVAL_SECS`]) stands in for
     /// one, so `_idempotency_key` is unused.
+    async fn check_credentials(&self) -> Result<String, SendError> {
+        self.fetch_token().await.map(|_| "access token issued".to_owned())
+    }
+
     async fn send(&self, to: &InboundMessage, text: &str, _idempotency_key: &str) -> Result<(), SendError> {
         let agent = match self.settings.agent_id.trim() {
             "" => to

@@ -223,3 +223,53 @@ async fn redis_is_checked_in_cluster_mode() {
     assert_eq!(redis["verdict"], "fail", "{report:#}");
     assert!(redis["fix"].as_str().unwrap().contains("redis_url"), "{redis}");
 }
+
+/// A fake Bot API whose getMe accepts one token.
+async fn fake_telegram() -> String {
+    let app = axum::Router::new().route(
+        "/{*path}",
+        axum::routing::post(|axum::extract::Path(path): axum::extract::Path<String>| async move {
+            if path == "bot1:good-token/getMe" {
+                (
+                    axum::http::StatusCode::OK,
+                    axum::Json(serde_json::json!({"ok": true, "result": {"id": 1, "is_bot": true, "username": "molt_bot"}})),
+                )
+            } else {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    axum::Json(serde_json::json!({"ok": false, "error_code": 401, "description": "Unauthorized"})),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn channel_credentials_are_checked_against_the_platform() {
+    let (_fake, dir, _) = setup(Script::default()).await;
+    let tg = fake_telegram().await;
+    let base = std::fs::read_to_string(dir.path().join("moltbot.toml")).unwrap();
+    let with = |token: &str| {
+        format!(
+            "{base}\n[[channels]]\nplatform = \"telegram\"\naccount = \"support\"\nmode = \"polling\"\napi_base = \"{tg}\"\nbot_token = \"{token}\"\n\n[[hooks]]\nname = \"crm\"\ntoken = \"hook-token-0123456789\"\n"
+        )
+    };
+    std::fs::write(dir.path().join("moltbot.toml"), with("1:good-token")).unwrap();
+    let (code, report) = doctor(dir.path()).await;
+    assert_eq!(code, 0, "{report:#}");
+    let c = check(&report, "channel telegram/support");
+    assert_eq!(c["verdict"], "pass");
+    assert!(c["detail"].as_str().unwrap().contains("bot @molt_bot"), "{c}");
+    assert_eq!(check(&report, "channel hook/crm")["verdict"], "pass");
+
+    std::fs::write(dir.path().join("moltbot.toml"), with("1:revoked-token")).unwrap();
+    let (code, report) = doctor(dir.path()).await;
+    assert_eq!(code, 1);
+    let c = check(&report, "channel telegram/support");
+    assert_eq!(c["verdict"], "fail");
+    assert!(!c.to_string().contains("revoked-token"), "the token leaked: {c}");
+}

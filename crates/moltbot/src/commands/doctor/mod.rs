@@ -3,6 +3,7 @@
 //! is non-zero when any check fails.
 
 mod backends;
+mod channels;
 mod models;
 mod ports;
 mod system;
@@ -131,6 +132,7 @@ async fn collect(global: &GlobalArgs, args: &DoctorArgs) -> Vec<Check> {
     checks.extend(system::disk(&config));
     checks.push(system::jwt_secret(&config));
     checks.push(system::debug_listener(&config));
+    checks.extend(channels::accounts(&config).await);
     checks.push(backend_checks.clock);
     checks
 }
