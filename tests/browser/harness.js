@@ -59,6 +59,10 @@ export async function startStack() {
       `endpoint = "${slow.url}"`,
       'api_key = "sk-browser-slow"',
       '',
+      '[[hooks]]',
+      'name = "ops"',
+      'token = "browser-hook-token-0123456789"',
+      '',
     ].join('\n'),
   );
   const adminKey = `mb_browser${randomBytes(24).toString('hex')}`;

@@ -26,7 +26,9 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: crate::channels::ChannelStore + crate::webhooks::WebhookStore + Send + Sync + 'static {
+pub trait Store:
+    crate::channels::ChannelStore + crate::webhooks::WebhookStore + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
 
@@ -191,6 +193,15 @@ pub trait StoreTx: Send {
     async fn set_conversation_tip(&mut self, conversation_id: &str, tip_hash: &str) -> StoreResult<()>;
 
     async fn insert_usage(&mut self, usage: &UsageRecord) -> StoreResult<()>;
+
+    /// Write an outbound webhook event to the outbox: it is dispatched only if this transaction
+    /// commits (see [`crate::webhooks`]).
+    async fn enqueue_event(&mut self, event: &crate::webhooks::OutboxEvent) -> StoreResult<()>;
+
+    /// Revoke an API key in this transaction (so its `key.revoked` event commits with it). `true` if
+    /// this call revoked it; `false` if there is no such key or it was revoked already (the first
+    /// revocation time is kept).
+    async fn revoke_api_key(&mut self, id: &str, now: i64) -> StoreResult<bool>;
 
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }

@@ -651,19 +651,253 @@ function backendPanel(b) {
 
 // ---- webhooks, settings ----------------------------------------------------------------------
 
+const WEBHOOK_EVENTS = ['conversation.created', 'message.created', 'message.failed', 'key.revoked'];
+
+/** Inbound channels (read-only), outbound event subscriptions and their delivery log. */
 async function webhooksPage(view, _args, gen) {
-  const w = await api('GET', '/webhooks');
-  if (!current(gen)) return;
+  const channels = h('div', { id: 'wh-channels' });
+  const secretBox = h('div', { id: 'secret-box' });
+  const subs = h('div', { id: 'wh-subs' });
+  const log = h('div', { id: 'wh-deliveries' });
+  const load = async () => {
+    const [w, s, d] = await Promise.all([
+      api('GET', '/webhooks'),
+      api('GET', '/webhooks/subscriptions'),
+      api('GET', '/webhooks/deliveries?limit=50'),
+    ]);
+    if (!current(gen)) return;
+    clear(channels).append(channelTable(w.data ?? []));
+    const byId = Object.fromEntries((s.data ?? []).map((x) => [x.id, x]));
+    clear(subs).append(
+      table(
+        ['col_url', 'col_events', 'col_description', 'col_status', 'col_created', 'col_actions'],
+        (s.data ?? []).map((x) => subscriptionRow(x, secretBox, load)),
+        { empty: 'wh_no_subscriptions' },
+      ),
+    );
+    // Keep an open attempt log instead of redrawing over it.
+    if (log.querySelector('tr.attempts')) return;
+    clear(log).append(
+      table(
+        ['col_event', 'col_url', 'col_status', 'col_attempts', 'col_last_result', 'col_time', 'col_actions'],
+        (d.data ?? []).map((x) => deliveryRow(x, byId[x.subscription_id], load)),
+        { empty: 'wh_no_deliveries' },
+      ),
+    );
+  };
+  const form = subscriptionForm(async (sub) => {
+    showSubscriptionSecret(secretBox, sub);
+    await load();
+  });
   view.append(
     heading('nav_webhooks'),
-    table(
-      ['col_name', 'col_kind', 'col_path', 'col_status', 'col_last_event'],
-      (w.data ?? []).map((x) =>
-        h('tr', {}, h('td', {}, x.name), h('td', {}, x.kind), h('td', {}, h('code', {}, x.path)), h('td', {}, x.status), h('td', {}, fmtTime(x.last_event_at))),
+    tx('h2', 'wh_channels'),
+    channels,
+    tx('h2', 'wh_subscriptions'),
+    tx('p', 'wh_hint', { class: 'hint' }),
+    secretBox,
+    form,
+    subs,
+    tx('h2', 'wh_deliveries'),
+    log,
+  );
+  await load();
+  if (current(gen)) timer = setInterval(() => load().catch(failed), REFRESH_MS);
+}
+
+function channelTable(data) {
+  return table(
+    ['col_name', 'col_kind', 'col_path', 'col_mode', 'col_status', 'col_last_event', 'col_queue'],
+    data.map((x) =>
+      h(
+        'tr',
+        { 'data-channel': x.name },
+        h('td', {}, x.name),
+        h('td', {}, x.kind),
+        h('td', {}, h('code', {}, x.path)),
+        h('td', {}, x.mode ?? '—', x.leader ? h('span', { class: 'meta' }, ` (${x.leader})`) : null),
+        h('td', {}, x.status),
+        h('td', {}, fmtTime(x.last_event_at)),
+        h('td', { class: 'num' }, `${fmtNumber(x.queued ?? 0)} / ${fmtNumber(x.done ?? 0)} / ${fmtNumber(x.failed ?? 0)}`),
       ),
-      { empty: 'no_webhooks' },
+    ),
+    { empty: 'no_webhooks' },
+  );
+}
+
+function subscriptionForm(created) {
+  const form = h(
+    'form',
+    { class: 'panel form-grid', id: 'create-subscription' },
+    tx('h2', 'wh_create'),
+    h('label', {}, tx('span', 'f_url'), h('input', { type: 'url', name: 'url', required: true, placeholder: 'https://example.com/moltbot-events', autocomplete: 'off' })),
+    h(
+      'fieldset',
+      { class: 'scopes' },
+      tx('legend', 'f_events'),
+      WEBHOOK_EVENTS.map((e) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'event', value: e, checked: true }), e)),
+    ),
+    h('label', {}, tx('span', 'f_description'), h('input', { name: 'description', maxlength: 500, autocomplete: 'off' })),
+    h('div', { class: 'actions' }, tx('button', 'create', { type: 'submit', class: 'primary' })),
+  );
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = {
+      url: form.elements.url.value.trim(),
+      events: [...form.querySelectorAll('input[name=event]:checked')].map((i) => i.value),
+      description: form.elements.description.value.trim(),
+    };
+    try {
+      const sub = await api('POST', '/webhooks/subscriptions', body);
+      form.reset();
+      await created(sub);
+    } catch (e) {
+      failed(e);
+    }
+  });
+  return form;
+}
+
+function showSubscriptionSecret(box, sub) {
+  // Like a new API key's secret: only in this DOM node, gone after navigating away or a reload.
+  clear(box).append(
+    h(
+      'div',
+      { class: 'panel secret', role: 'status' },
+      h('strong', {}, t('wh_secret_once', { url: sub.url })),
+      h('div', { class: 'secret-row' }, h('code', { class: 'secret-value', text: sub.secret }), copyButton(() => sub.secret)),
+      h('button', { type: 'button', class: 'link', onclick: () => clear(box) }, t('dismiss')),
     ),
   );
+}
+
+function subscriptionRow(x, secretBox, reload) {
+  const act = (label, handler, cls) =>
+    h(
+      'button',
+      {
+        type: 'button',
+        class: cls,
+        onclick: async () => {
+          try {
+            await handler();
+            await reload();
+          } catch (e) {
+            failed(e);
+          }
+        },
+      },
+      label,
+    );
+  const path = `/webhooks/subscriptions/${encodeURIComponent(x.id)}`;
+  return h(
+    'tr',
+    { 'data-subscription': x.id, class: x.enabled ? '' : 'muted' },
+    h('td', {}, h('code', {}, x.url)),
+    h('td', {}, x.events.join(', ')),
+    h('td', {}, x.description || '—'),
+    h('td', {}, h('span', { class: `badge ${x.enabled ? 'ok' : 'bad'}` }, x.enabled ? t('wh_enabled') : t('wh_disabled'))),
+    h('td', {}, fmtTime(x.created_at)),
+    h(
+      'td',
+      {},
+      h('div', { class: 'row-actions' }, [
+        act(t('wh_send_test'), () => api('POST', `${path}/test`), 'wh-test'),
+        x.enabled
+          ? act(t('wh_disable'), () => api('PATCH', path, { enabled: false }), 'wh-toggle')
+          : act(t('wh_enable'), () => api('PATCH', path, { enabled: true }), 'wh-toggle'),
+        act(
+          t('wh_rotate'),
+          async () => {
+            if (!confirm(t('wh_confirm_rotate', { url: x.url }))) return;
+            showSubscriptionSecret(secretBox, await api('PATCH', path, { rotate_secret: true }));
+          },
+          'wh-rotate',
+        ),
+        act(
+          t('delete'),
+          async () => {
+            if (!confirm(t('wh_confirm_delete', { url: x.url }))) return;
+            await api('DELETE', path);
+          },
+          'danger',
+        ),
+      ]),
+    ),
+  );
+}
+
+function deliveryStatus(status) {
+  const label = { pending: t('wh_pending'), delivered: t('wh_delivered'), dead: t('wh_dead') }[status] ?? status;
+  const cls = status === 'delivered' ? 'ok' : status === 'dead' ? 'bad' : 'warn';
+  return h('span', { class: `badge ${cls}` }, label);
+}
+
+function lastResult(x) {
+  if (x.last_status == null && !x.last_error) return '—';
+  return [x.last_status ?? t('wh_no_answer'), x.last_error].filter(Boolean).join(' · ');
+}
+
+function deliveryRow(x, sub, reload) {
+  const row = h(
+    'tr',
+    { 'data-delivery': x.id, 'data-event': x.event_id, 'data-status': x.status },
+    h('td', {}, x.event_type, h('div', { class: 'meta' }, h('code', {}, x.event_id))),
+    h('td', {}, sub ? h('code', {}, sub.url) : x.subscription_id),
+    h('td', {}, deliveryStatus(x.status)),
+    h('td', { class: 'num' }, fmtNumber(x.attempts)),
+    h('td', { class: x.status === 'dead' ? 'error-text' : '' }, lastResult(x)),
+    h('td', {}, fmtTime(x.delivered_at ?? x.updated_at)),
+    h(
+      'td',
+      {},
+      h('div', { class: 'row-actions' }, [
+        h('button', { type: 'button', class: 'wh-attempts', onclick: () => toggleAttempts(row, x).catch(failed) }, t('wh_attempts')),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'wh-redeliver',
+            onclick: async () => {
+              try {
+                await api('POST', `/webhooks/deliveries/${encodeURIComponent(x.id)}/redeliver`);
+                if (row.nextElementSibling?.classList.contains('attempts')) row.nextElementSibling.remove();
+                await reload();
+              } catch (e) {
+                failed(e);
+              }
+            },
+          },
+          t('wh_redeliver'),
+        ),
+      ]),
+    ),
+  );
+  return row;
+}
+
+async function toggleAttempts(row, x) {
+  const next = row.nextElementSibling;
+  if (next?.classList.contains('attempts')) {
+    next.remove();
+    return;
+  }
+  const d = await api('GET', `/webhooks/deliveries/${encodeURIComponent(x.id)}`);
+  const detail = table(
+    ['col_time', 'col_status_code', 'col_error', 'col_duration'],
+    (d.attempt_log ?? []).map((a) =>
+      h(
+        'tr',
+        {},
+        h('td', {}, fmtTime(a.attempted_at)),
+        h('td', {}, a.status_code ?? t('wh_no_answer')),
+        h('td', { class: a.error ? 'error-text' : '' }, a.error ?? '—'),
+        h('td', { class: 'num' }, fmtMs(a.duration_ms)),
+      ),
+    ),
+    { empty: 'wh_no_attempts' },
+  );
+  row.after(h('tr', { class: 'attempts', 'data-attempts-of': x.id }, h('td', { colspan: 7 }, detail)));
 }
 
 async function settingsPage(view, _args, gen) {

@@ -1,16 +1,31 @@
 //! [`SqlTx`]: a write transaction. Dropped without `commit`, sqlx rolls it back.
 
 use async_trait::async_trait;
+use moltbot_core::webhooks::{self, OutboxEvent};
 use moltbot_core::{
     Conversation, MessageStatus, NewMessage, Owner, StoreError, StoreResult, StoreTx, StoredMessage,
     UsageRecord, ids,
 };
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use sqlx::{Any, Transaction};
 
 use crate::error::db_err;
 use crate::metrics::QueryTimer;
 use crate::rows;
+
+/// Milliseconds for an event at `now` (unix seconds, the caller's clock): the system clock's
+/// milliseconds when it agrees on the second, else the start of that second.
+fn event_millis(now: i64) -> i64 {
+    let system = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    if system.div_euclid(1000) == now {
+        system
+    } else {
+        now.saturating_mul(1000)
+    }
+}
 
 pub(crate) struct SqlTx {
     tx: Transaction<'static, Any>,
@@ -42,6 +57,14 @@ impl StoreTx for SqlTx {
         .execute(&mut *self.tx)
         .await
         .map_err(db_err)?;
+        // Every creation path (chat, the conversations API, channels) goes through here: the event
+        // commits with the conversation or not at all.
+        let event = OutboxEvent::new(
+            webhooks::CONVERSATION_CREATED,
+            json!({"id": id, "owner": owner.to_string(), "created_at": now, "metadata": metadata}),
+            event_millis(now),
+        );
+        self.enqueue_event(&event).await?;
         Ok(Conversation {
             id,
             owner: owner.to_string(),
@@ -162,6 +185,35 @@ impl StoreTx for SqlTx {
         .await
         .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn enqueue_event(&mut self, event: &OutboxEvent) -> StoreResult<()> {
+        let _timer = QueryTimer::start("tx.enqueue_event");
+        let payload = serde_json::to_string(&event.payload)
+            .map_err(|e| StoreError::Database(format!("cannot encode event payload: {e}")))?;
+        sqlx::query(
+            "INSERT INTO event_outbox (id, event_type, payload, created_ms, dispatched_ms) \
+             VALUES ($1, $2, $3, $4, NULL)",
+        )
+        .bind(event.id.as_str())
+        .bind(event.event_type.as_str())
+        .bind(payload)
+        .bind(event.created_ms)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&mut self, id: &str, now: i64) -> StoreResult<bool> {
+        let _timer = QueryTimer::start("tx.revoke_api_key");
+        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn commit(self: Box<Self>) -> StoreResult<()> {

@@ -13,6 +13,7 @@ use crate::domain::{MessageStatus, NewMessage, Role, TurnMeta, UsageRecord};
 use crate::history::HistoryHash;
 use crate::store::{Store, StoreError};
 use crate::tokens::TokenCounter;
+use crate::webhooks::{MESSAGE_CREATED, MESSAGE_FAILED, OutboxEvent};
 
 pub(super) struct RecorderInit {
     pub store: Arc<dyn Store>,
@@ -161,6 +162,23 @@ async fn write_turn(
         for id in &init.pending_ids {
             tx.set_message_status(id, MessageStatus::Completed).await?;
         }
+        // The webhook event commits with the reply (see `crate::webhooks`).
+        let data = json!({
+            "conversation_id": conv,
+            "id": reply.id,
+            "role": reply.role.as_str(),
+            "status": status.as_str(),
+            "owner": init.owner,
+            "model": init.model,
+            "backend": Some(backend).filter(|b| !b.is_empty()),
+            "text": content,
+            "finish_reason": outcome.finish_reason,
+            "usage": usage,
+            "request_id": init.request_id,
+            "created_at": now,
+        });
+        tx.enqueue_event(&OutboxEvent::new(MESSAGE_CREATED, data, init.clock.now_millis()))
+            .await?;
         if let Some(tip) = &init.tip {
             tx.set_conversation_tip(conv, &tip.push("assistant", &content, None).to_hex())
                 .await?;
@@ -180,14 +198,29 @@ async fn write_failure(init: RecorderInit, backend: &str, partial: String) -> Re
     for id in &init.pending_ids {
         tx.set_message_status(id, MessageStatus::Failed).await?;
     }
+    let mut reply_id = None;
     if let Some(conv) = init.conversation_id.as_ref().filter(|_| !partial.is_empty()) {
-        let mut reply = NewMessage::new(Role::Assistant, partial, MessageStatus::Failed);
+        let mut reply = NewMessage::new(Role::Assistant, partial.clone(), MessageStatus::Failed);
         reply.meta.model = Some(init.model.clone());
         reply.meta.backend = Some(backend.to_owned());
         reply.meta.request_id = Some(init.request_id.clone());
         tx.append_messages(conv, std::slice::from_ref(&reply), now)
             .await?;
+        reply_id = Some(reply.id);
     }
+    let data = json!({
+        "conversation_id": init.conversation_id,
+        "id": reply_id,
+        "user_message_ids": init.pending_ids,
+        "owner": init.owner,
+        "model": init.model,
+        "backend": Some(backend).filter(|b| !b.is_empty()),
+        "text": partial,
+        "request_id": init.request_id,
+        "created_at": now,
+    });
+    tx.enqueue_event(&OutboxEvent::new(MESSAGE_FAILED, data, init.clock.now_millis()))
+        .await?;
     let usage = Usage::new(init.prompt_tokens, 0);
     tx.insert_usage(&usage_record(&init, backend, &usage, "error", now))
         .await?;

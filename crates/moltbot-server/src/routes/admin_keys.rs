@@ -226,9 +226,12 @@ async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<KeyObject>, ApiError> {
-    if !state.store.revoke_api_key(&id, state.clock.now_secs()).await? {
-        return Err(key_not_found(&id));
-    }
+    let before = state
+        .store
+        .get_api_key(&id)
+        .await?
+        .ok_or_else(|| key_not_found(&id))?;
+    moltbot_core::webhooks::revoke_api_key(state.store.as_ref(), &before, state.clock.now_millis()).await?;
     let key = state
         .store
         .get_api_key(&id)

@@ -189,6 +189,35 @@ fn describe() {
         BUILD_INFO,
         "Always 1; the version and git commit of this binary as labels."
     );
+    describe_counter!(
+        "moltbot_channel_messages_total",
+        Unit::Count,
+        "Chat-platform messages by platform and outcome: queued, duplicate (already stored), ignored (rules)."
+    );
+    describe_counter!(
+        "moltbot_channel_requests_rejected_total",
+        Unit::Count,
+        "Channel and hook requests refused by platform and reason (invalid_signature, invalid_request)."
+    );
+    describe_counter!(
+        "moltbot_channel_events_finished_total",
+        Unit::Count,
+        "Channel event attempts by platform and outcome: done, retry, failed."
+    );
+    describe_counter!(
+        "moltbot_channel_replies_sent_total",
+        Unit::Count,
+        "Reply chunks sent to chat platforms, by platform."
+    );
+    describe_gauge!(
+        "moltbot_channel_lease_held",
+        "1 while this replica holds a long-lived connection's lease (Telegram polling, DingTalk Stream), by lease."
+    );
+    describe_counter!(
+        "moltbot_webhook_deliveries_total",
+        Unit::Count,
+        "Outbound webhook delivery attempts by outcome."
+    );
     moltbot_llm::metrics::describe();
     moltbot_store::metrics::describe();
 }

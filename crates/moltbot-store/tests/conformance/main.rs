@@ -14,6 +14,7 @@ mod models;
 mod records;
 mod schema;
 mod specific;
+mod webhooks;
 
 /// Instantiate each `module::case` once per backend, in modules named after the backend.
 macro_rules! conformance {
@@ -73,4 +74,7 @@ conformance!(
     listing::conversations_are_listed_and_searched,
     listing::titles_are_collapsed_and_cut,
     listing::usage_is_aggregated,
+    webhooks::webhook_subscriptions_crud,
+    webhooks::webhook_outbox_commits_with_the_record,
+    webhooks::webhook_claims_retries_dead_letters_and_redelivery,
 );

@@ -16,7 +16,10 @@ pub fn run(global: &GlobalArgs, action: KeysAction) -> anyhow::Result<ExitCode> 
             KeysAction::Create(args) => create(store.as_ref(), &args).await,
             KeysAction::List => list(store.as_ref()).await,
             KeysAction::Revoke { id } => {
-                if store.revoke_api_key(&id, SystemClock.now_secs()).await? {
+                // Transactional, with its `key.revoked` webhook event.
+                if let Some(key) = store.get_api_key(&id).await? {
+                    moltbot_core::webhooks::revoke_api_key(store.as_ref(), &key, SystemClock.now_millis())
+                        .await?;
                     println!("revoked {id}");
                     Ok(ExitCode::SUCCESS)
                 } else {
