@@ -342,29 +342,9 @@ fn unix_millis() -> i64 {
         .unwrap_or(0)
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 fn network(what: &str, e: reqwest::Error) -> SendError {
     // Without the URL: a sessionWebhook URL carries a session credential.
     SendError::retryable(format!("{what}: {}", e.without_url()))
-}
-
-fn snippet(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(body);
-    let mut s: String = s.chars().take(300).collect();
-    if body.len() > 300 {
-        s.push('…');
-    }
-    s
 }
 
 /// How an OpenAPI call failed.
@@ -405,7 +385,7 @@ impl DingtalkAdapter {
             .await
             .map_err(|e| network("sessionWebhook", e))?;
         let status = resp.status();
-        let wait = retry_after(resp.headers());
+        let wait = crate::retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| network("sessionWebhook", e))?;
         if status.as_u16() == 429 {
             return Err(SendError::Retryable {
@@ -422,11 +402,12 @@ impl DingtalkAdapter {
         if !status.is_success() {
             return Err(SendError::Permanent(format!(
                 "sessionWebhook: HTTP {status}: {}",
-                snippet(&bytes)
+                crate::snippet(&bytes)
             )));
         }
-        let v: Value = serde_json::from_slice(&bytes)
-            .map_err(|_| SendError::Permanent(format!("sessionWebhook: not JSON: {}", snippet(&bytes))))?;
+        let v: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            SendError::Permanent(format!("sessionWebhook: not JSON: {}", crate::snippet(&bytes)))
+        })?;
         let errcode = v.get("errcode").and_then(int_of).unwrap_or(0);
         let errmsg = v.get("errmsg").and_then(Value::as_str).unwrap_or_default();
         match errcode {
@@ -456,7 +437,7 @@ impl DingtalkAdapter {
             .await
             .map_err(|e| network("accessToken", e))?;
         let status = resp.status();
-        let wait = retry_after(resp.headers());
+        let wait = crate::retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| network("accessToken", e))?;
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(SendError::Retryable {
@@ -468,7 +449,7 @@ impl DingtalkAdapter {
             // Wrong AppKey/AppSecret, app disabled: retrying will not help.
             return Err(SendError::Permanent(format!(
                 "accessToken: HTTP {status}: {}",
-                snippet(&bytes)
+                crate::snippet(&bytes)
             )));
         }
         #[derive(Deserialize)]
@@ -478,7 +459,10 @@ impl DingtalkAdapter {
             expire_in: u64,
         }
         let token: Token = serde_json::from_slice(&bytes).map_err(|_| {
-            SendError::Permanent(format!("accessToken: unexpected answer: {}", snippet(&bytes)))
+            SendError::Permanent(format!(
+                "accessToken: unexpected answer: {}",
+                crate::snippet(&bytes)
+            ))
         })?;
         Ok((token.access_token, Duration::from_secs(token.expire_in)))
     }
@@ -495,7 +479,7 @@ impl DingtalkAdapter {
             .await
             .map_err(|e| ApiFailure::Other(network(path, e)))?;
         let status = resp.status();
-        let wait = retry_after(resp.headers());
+        let wait = crate::retry_after(resp.headers());
         let bytes = resp
             .bytes()
             .await
@@ -626,12 +610,12 @@ impl Adapter for DingtalkAdapter {
         }
     }
 
-    /// Through the message's sessionWebhook while it is valid, else through the robot API.
-    /// DingTalk has no idempotency key on either path, so `_idempotency_key` is unused.
     async fn check_credentials(&self) -> Result<String, SendError> {
         self.fetch_token().await.map(|_| "access token issued".to_owned())
     }
 
+    /// Through the message's sessionWebhook while it is valid, else through the robot API.
+    /// DingTalk has no idempotency key on either path, so `_idempotency_key` is unused.
     async fn send(&self, to: &InboundMessage, text: &str, _idempotency_key: &str) -> Result<(), SendError> {
         let info: ReplyInfo = serde_json::from_value(to.reply.clone()).unwrap_or_default();
         let now_ms = unix_millis();

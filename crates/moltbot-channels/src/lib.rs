@@ -292,6 +292,28 @@ pub trait Sink: Send + Sync {
     async fn deliver(&self, message: InboundMessage) -> Result<(), String>;
 }
 
+/// A `Retry-After` header in seconds (the form chat platforms send).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// The start of a response body for an error message (at most 300 characters).
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let mut s: String = s.chars().take(300).collect();
+    if body.len() > 300 {
+        s.push('…');
+    }
+    s
+}
+
 /// Constant-time equality of two secrets (tokens, signatures).
 pub fn secure_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;

@@ -413,26 +413,6 @@ impl std::fmt::Debug for SlackAdapter {
     }
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-fn snippet(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(body);
-    let mut s: String = s.chars().take(300).collect();
-    if body.len() > 300 {
-        s.push('…');
-    }
-    s
-}
-
 impl SlackAdapter {
     pub fn new(account: &str, settings: SlackSettings, http: reqwest::Client) -> Self {
         SlackAdapter {
@@ -535,7 +515,7 @@ impl Adapter for SlackAdapter {
             .await
             .map_err(|e| SendError::retryable(format!("chat.postMessage: {}", e.without_url())))?;
         let status = resp.status();
-        let wait = retry_after(resp.headers());
+        let wait = crate::retry_after(resp.headers());
         let bytes = resp
             .bytes()
             .await
@@ -549,11 +529,12 @@ impl Adapter for SlackAdapter {
         if !status.is_success() {
             return Err(SendError::Permanent(format!(
                 "chat.postMessage: HTTP {status}: {}",
-                snippet(&bytes)
+                crate::snippet(&bytes)
             )));
         }
-        let answer: Value = serde_json::from_slice(&bytes)
-            .map_err(|_| SendError::Permanent(format!("chat.postMessage: not JSON: {}", snippet(&bytes))))?;
+        let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
+            SendError::Permanent(format!("chat.postMessage: not JSON: {}", crate::snippet(&bytes)))
+        })?;
         if answer.get("ok").and_then(Value::as_bool) == Some(true) {
             return Ok(());
         }

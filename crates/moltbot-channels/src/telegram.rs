@@ -420,26 +420,6 @@ struct ResponseParameters {
     migrate_to_chat_id: Option<i64>,
 }
 
-fn retry_after_header(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
-fn snippet(body: &[u8]) -> String {
-    let s = String::from_utf8_lossy(body);
-    let mut s: String = s.chars().take(300).collect();
-    if body.len() > 300 {
-        s.push('…');
-    }
-    s
-}
-
 /// One configured Telegram bot.
 pub struct TelegramAdapter {
     account: String,
@@ -483,7 +463,7 @@ impl TelegramAdapter {
             .await
             .map_err(|e| SendError::retryable(format!("{method}: {}", e.without_url())))?;
         let status = resp.status();
-        let header_wait = retry_after_header(resp.headers());
+        let header_wait = crate::retry_after(resp.headers());
         let bytes = resp
             .bytes()
             .await
@@ -501,7 +481,10 @@ impl TelegramAdapter {
             .and_then(|c| u16::try_from(c).ok())
             .filter(|_| status.is_success())
             .unwrap_or(status.as_u16());
-        let description = answer.description.clone().unwrap_or_else(|| snippet(&bytes));
+        let description = answer
+            .description
+            .clone()
+            .unwrap_or_else(|| crate::snippet(&bytes));
         let params = answer.parameters.unwrap_or_default();
         let what = format!("{method}: HTTP {code}: {description}");
         match code {
@@ -622,8 +605,6 @@ impl Adapter for TelegramAdapter {
         }
     }
 
-    /// `sendMessage` as plain text into the message's chat and forum topic; in groups as a reply
-    /// to the user's message. The Bot API has no idempotency key, so `_idempotency_key` is unused.
     async fn check_credentials(&self) -> Result<String, SendError> {
         let me = self.call("getMe", &json!({}), REQUEST_TIMEOUT).await?;
         Ok(format!(
@@ -632,6 +613,8 @@ impl Adapter for TelegramAdapter {
         ))
     }
 
+    /// `sendMessage` as plain text into the message's chat and forum topic; in groups as a reply
+    /// to the user's message. The Bot API has no idempotency key, so `_idempotency_key` is unused.
     async fn send(&self, to: &InboundMessage, text: &str, _idempotency_key: &str) -> Result<(), SendError> {
         let mut body = json!({ "chat_id": id_value(&to.chat_id), "text": text });
         if let Some(thread) = &to.thread_id {

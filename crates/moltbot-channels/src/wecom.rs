@@ -349,17 +349,6 @@ impl std::fmt::Debug for WecomAdapter {
     }
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 /// A network error, without its URL (it carries the secret or the access token).
 fn network(what: &str, e: reqwest::Error) -> SendError {
     SendError::retryable(format!("{what}: {}", e.without_url()))
@@ -424,7 +413,7 @@ impl WecomAdapter {
             .await
             .map_err(|e| network(what, e))?;
         let status = resp.status();
-        let wait = retry_after(resp.headers());
+        let wait = crate::retry_after(resp.headers());
         let bytes = resp.bytes().await.map_err(|e| network(what, e))?;
         if status.as_u16() == 429 || status.is_server_error() {
             return Err(SendError::Retryable {
@@ -607,13 +596,13 @@ impl Adapter for WecomAdapter {
         }
     }
 
-    /// A text app message to the sender. WeCom has no idempotency key; its duplicate check
-    /// (identical content to the same user within [`DUPLICATE_CHECK_INTERVAL_SECS`]) stands in for
-    /// one, so `_idempotency_key` is unused.
     async fn check_credentials(&self) -> Result<String, SendError> {
         self.fetch_token().await.map(|_| "access token issued".to_owned())
     }
 
+    /// A text app message to the sender. WeCom has no idempotency key; its duplicate check
+    /// (identical content to the same user within [`DUPLICATE_CHECK_INTERVAL_SECS`]) stands in for
+    /// one, so `_idempotency_key` is unused.
     async fn send(&self, to: &InboundMessage, text: &str, _idempotency_key: &str) -> Result<(), SendError> {
         let agent = match self.settings.agent_id.trim() {
             "" => to
