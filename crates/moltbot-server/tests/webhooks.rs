@@ -154,6 +154,18 @@ async fn deliveries(srv: &TestServer, query: &str) -> Vec<Value> {
     body["data"].as_array().unwrap().clone()
 }
 
+/// [`deliveries`] polled until `done` holds (10 s at most), then returned as it is.
+async fn deliveries_until(srv: &TestServer, query: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = deliveries(srv, query).await;
+        if done(&list) || tokio::time::Instant::now() > deadline {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_chat_turn_delivers_conversation_and_message_events() {
     let fake = fake_with(Script::text("Hello from the model.")).await;
@@ -208,9 +220,13 @@ async fn webhook_chat_turn_delivers_conversation_and_message_events() {
         .expect("the event names the stored message");
     assert_eq!(stored.content, "Hello from the model.");
 
-    // The delivery log shows both delivered, one attempt each.
+    // The delivery log shows both delivered, one attempt each. The receiver can see a request before
+    // moltbot has recorded its outcome, so wait for the log to catch up.
     let sub_id = sub["id"].as_str().unwrap();
-    let log = deliveries(&srv, &format!("?subscription={sub_id}&status=delivered")).await;
+    let log = deliveries_until(&srv, &format!("?subscription={sub_id}&status=delivered"), |l| {
+        l.len() >= 2
+    })
+    .await;
     assert_eq!(log.len(), 2, "{log:#?}");
     for d in &log {
         assert_eq!(d["attempts"], 1);
@@ -262,13 +278,14 @@ async fn webhook_receiver_down_for_a_while_gets_every_event_once_back() {
     })
     .await;
     assert!(rx.delivered().is_empty());
-    let pending = deliveries(&srv, "?status=pending").await;
-    assert_eq!(pending.len(), 10);
-    assert!(
-        pending
-            .iter()
-            .all(|d| d["last_status"] == 503 && d["attempts"].as_u64().unwrap() >= 2)
-    );
+    // The log catches up with what the receiver saw (outcomes are recorded after the answer).
+    let pending = deliveries_until(&srv, "?status=pending", |p| {
+        p.len() == 10
+            && p.iter()
+                .all(|d| d["last_status"] == 503 && d["attempts"].as_u64().unwrap_or(0) >= 2)
+    })
+    .await;
+    assert_eq!(pending.len(), 10, "{pending:#?}");
 
     // Back up: every event arrives, exactly one success per event id.
     rx.answer.store(200, Ordering::SeqCst);
@@ -293,9 +310,9 @@ async fn webhook_receiver_down_for_a_while_gets_every_event_once_back() {
     }
     assert_eq!(of_type(&delivered, "conversation.created").len(), 5);
     assert_eq!(of_type(&delivered, "message.created").len(), 5);
-    assert!(deliveries(&srv, "?status=pending").await.is_empty());
-    let log = deliveries(&srv, "?status=delivered").await;
+    let log = deliveries_until(&srv, "?status=delivered", |l| l.len() == 10).await;
     assert_eq!(log.len(), 10);
+    assert!(deliveries(&srv, "?status=pending").await.is_empty());
 
     // The attempt log of one delivery: failures, then the success.
     let (status, one) = admin(
@@ -383,7 +400,12 @@ async fn webhook_receiver_not_listening_then_started_gets_every_event() {
     assert_eq!(hits.len(), 6, "one request per event: {hits:#?}");
     assert_eq!(of_type(&hits, "conversation.created").len(), 3);
     assert_eq!(of_type(&hits, "message.created").len(), 3);
-    assert_eq!(deliveries(&srv, "?status=delivered").await.len(), 6);
+    assert_eq!(
+        deliveries_until(&srv, "?status=delivered", |l| l.len() == 6)
+            .await
+            .len(),
+        6
+    );
     srv.stop().await;
 }
 
@@ -479,7 +501,7 @@ async fn webhook_gone_410_is_dead_at_once() {
     rx.wait_for(5, "one attempt", |h| h.len() == 1).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rx.hits().len(), 1, "410 is not retried");
-    let dead = deliveries(&srv, "?status=dead").await;
+    let dead = deliveries_until(&srv, "?status=dead", |d| d.len() == 1).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["last_status"], 410);
     srv.stop().await;
