@@ -232,7 +232,8 @@ def test_same_event_at_two_replicas_at_once_gets_one_reply(cluster_factory, fake
             assert len(replies) == 1, (i, replies)
             assert replies[0]["chat_id"] in (500 + i % 4, str(500 + i % 4))
         assert cluster.db.sql("SELECT count(*) FROM channel_events").strip() == "20"
-        assert cluster.db.sql("SELECT count(*) FROM channel_events WHERE status = 'done'").strip() == "20"
+        wait_for("every event marked done", lambda: cluster.db.sql(
+            "SELECT count(*) FROM channel_events WHERE status = 'done'").strip() == "20", timeout=10)
         # A platform retry later (e.g. after a timeout on its side) is still a duplicate.
         assert post_update(b, events[0]).status == 200
         time.sleep(1.0)
@@ -258,6 +259,8 @@ def test_replica_killed_after_ack_and_before_reply_replies_after_restart(cluster
         wait_for("the reply after restart", lambda: tg.replies_to("survive the kill"), timeout=30)
         time.sleep(1.0)
         assert len(tg.replies_to("survive the kill")) == 1
+        wait_for("the event marked done", lambda: cluster.db.sql(
+            "SELECT status FROM channel_events").strip() == "done", timeout=10)
         assert cluster.db.sql("SELECT status, attempts FROM channel_events").strip() == "done|2"
     finally:
         upstream.stop()

@@ -508,12 +508,24 @@ poll_interval = "50ms"
         sent[0].body["messages"].as_array().unwrap().last().unwrap()["content"],
         "write a long answer"
     );
-    let events = srv
-        .state
-        .store
-        .list_channel_events(Some("slack"), Some("team"), 10)
-        .await
-        .unwrap();
+    // The event is marked done right after its last chunk went out.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let events = srv
+            .state
+            .store
+            .list_channel_events(Some("slack"), Some("team"), 10)
+            .await
+            .unwrap();
+        if events
+            .iter()
+            .all(|e| e.status == moltbot_core::channels::ChannelEventStatus::Done)
+            || tokio::time::Instant::now() > deadline
+        {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(events.len(), 1);
     assert_eq!(
         (events[0].status, events[0].attempts, events[0].chunks_sent),
