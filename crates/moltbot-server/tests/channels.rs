@@ -315,15 +315,28 @@ async fn async_hook_delivers_a_signed_callback_with_retries_once_per_event() {
     );
     assert_eq!(fake.chat_requests().len(), 1, "the model was asked once");
 
-    let list: Value = srv
-        .http
-        .get(srv.admin_url("/admin/api/webhooks"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The event is marked done just after the callback succeeded: wait for the console's counts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let list: Value = loop {
+        let list: Value = srv
+            .http
+            .get(srv.admin_url("/admin/api/webhooks"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let done = list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["name"] == "hook/crm" && h["done"] == 1);
+        if done || tokio::time::Instant::now() > deadline {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let crm = list["data"]
         .as_array()
         .unwrap()

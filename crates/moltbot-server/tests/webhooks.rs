@@ -477,13 +477,16 @@ allow_private_targets = true
         .await;
     let ok = hits.iter().find(|x| x.answered == 204).unwrap();
     assert_eq!(ok.id, first, "stable id across redelivery");
-    let (_, d) = admin(
-        &srv,
-        reqwest::Method::GET,
-        &format!("/admin/api/webhooks/deliveries/{}", dead["id"].as_str().unwrap()),
-        None,
-    )
-    .await;
+    // The outcome is recorded just after the receiver answered: wait for it.
+    let path = format!("/admin/api/webhooks/deliveries/{}", dead["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let d = loop {
+        let (_, d) = admin(&srv, reqwest::Method::GET, &path, None).await;
+        if d["status"] != "pending" || tokio::time::Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(d["status"], "delivered");
     assert_eq!(d["last_status"], 204);
     assert_eq!(d["attempts"].as_u64().unwrap(), attempts + 1);
