@@ -190,12 +190,7 @@ pub struct ReplyInfo {
     pub robot_code: Option<String>,
 }
 
-/// A decoded robot message: one to queue, or a reason it is not one.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
-    Message(Box<InboundMessage>),
-    Ignore(String),
-}
+pub use crate::Parsed;
 
 /// An integer that DingTalk sends as a JSON number or a string ("createAt" is documented as a
 /// String and sent as a number).
@@ -594,13 +589,7 @@ impl Adapter for DingtalkAdapter {
             &self.settings.app_secret,
             now.saturating_mul(1000),
         )?;
-        Ok(match parse_robot_message(&self.account, &req.body)? {
-            Parsed::Message(m) => Decoded::Messages {
-                messages: vec![*m],
-                ack: ack(),
-            },
-            Parsed::Ignore(reason) => Decoded::Ignore { reason, ack: ack() },
-        })
+        Ok(parse_robot_message(&self.account, &req.body)?.into_decoded(ack()))
     }
 
     fn chunk_limit(&self) -> ChunkLimit {

@@ -205,6 +205,26 @@ pub struct InboundMessage {
     pub reply: serde_json::Value,
 }
 
+/// What a platform's parser makes of one verified body: a message to queue, or why it is not one.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    Message(Box<InboundMessage>),
+    Ignore(String),
+}
+
+impl Parsed {
+    /// The answer to the platform: queue the message, or acknowledge and drop it; `ack` either way.
+    pub fn into_decoded(self, ack: HttpReply) -> Decoded {
+        match self {
+            Parsed::Message(m) => Decoded::Messages {
+                messages: vec![*m],
+                ack,
+            },
+            Parsed::Ignore(reason) => Decoded::Ignore { reason, ack },
+        }
+    }
+}
+
 /// A webhook request that must be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {

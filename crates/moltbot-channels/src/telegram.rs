@@ -226,12 +226,7 @@ const CONTENT_KINDS: &[&str] = &[
     "forum_topic_created",
 ];
 
-/// A decoded update: a message to queue, or why it is not one.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
-    Message(Box<InboundMessage>),
-    Ignore(String),
-}
+pub use crate::Parsed;
 
 fn eq_username(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
@@ -586,16 +581,7 @@ impl Adapter for TelegramAdapter {
             req.header(SECRET_TOKEN_HEADER),
             self.settings.secret_token.as_deref(),
         )?;
-        Ok(match parse_update(&self.account, &self.settings, &req.body)? {
-            Parsed::Message(m) => Decoded::Messages {
-                messages: vec![*m],
-                ack: HttpReply::empty(),
-            },
-            Parsed::Ignore(reason) => Decoded::Ignore {
-                reason,
-                ack: HttpReply::empty(),
-            },
-        })
+        Ok(parse_update(&self.account, &self.settings, &req.body)?.into_decoded(HttpReply::empty()))
     }
 
     fn chunk_limit(&self) -> ChunkLimit {

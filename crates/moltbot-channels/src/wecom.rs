@@ -263,12 +263,7 @@ fn trimmed(s: &Option<String>) -> Option<&str> {
     s.as_deref().map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// A decoded callback message: one to queue, or a reason it is not one.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
-    Message(Box<InboundMessage>),
-    Ignore(String),
-}
+pub use crate::Parsed;
 
 /// Decode and normalize a decrypted callback message (the plaintext of `Encrypt`). Messages for
 /// another app than `agent_id` (when both are known) are ignored.
@@ -580,13 +575,7 @@ impl Adapter for WecomAdapter {
         if get {
             return Ok(Decoded::Challenge(HttpReply::text(plain)));
         }
-        Ok(match parse_message(&self.account, &s.agent_id, &plain)? {
-            Parsed::Message(m) => Decoded::Messages {
-                messages: vec![*m],
-                ack: ack(),
-            },
-            Parsed::Ignore(reason) => Decoded::Ignore { reason, ack: ack() },
-        })
+        Ok(parse_message(&self.account, &s.agent_id, &plain)?.into_decoded(ack()))
     }
 
     fn chunk_limit(&self) -> ChunkLimit {

@@ -236,6 +236,19 @@ async fn hooks_refuse_bad_credentials_and_bad_bodies() {
             "{what}: {err}"
         );
     }
+    // Other methods get the usual 405 envelope.
+    let r = srv
+        .anon
+        .put(srv.url("/channels/telegram/nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{err}"
+    );
     // A stale or tampered Standard Webhooks signature.
     let body = br#"{"text":"hi"}"#;
     for (ts, sig_body) in [(now() - 3600, &body[..]), (now(), &br#"{"text":"other"}"#[..])] {

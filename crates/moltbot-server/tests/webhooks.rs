@@ -730,7 +730,7 @@ async fn webhook_private_targets_are_refused_unless_allowed() {
         "http://localhost:9/x",
         "http://10.0.0.8/x",
         "http://169.254.169.254/latest/meta-data",
-        "http://[::1]:8080/",
+        "http://[::1]:9/",
         "http://[::ffff:127.0.0.1]/",
     ] {
         let (status, err) = admin(

@@ -17,7 +17,7 @@ use moltbot_channels::{
     Platform, SendError, secure_eq, standard_webhooks,
 };
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::Account;
 use crate::error::ApiError;
@@ -247,12 +247,14 @@ pub(super) async fn answer(state: &AppState, account: &Account, req: &HttpReques
     };
     let chat_key = account.rules.chat_key(&message);
     match super::worker::generate(state, account, &message, &chat_key, &message.event_id).await {
-        Ok((text, conversation)) => axum::Json(super::worker::hook_reply(
-            &message.event_id,
-            conversation.as_deref(),
-            &text,
-        ))
-        .into_response(),
+        Ok((text, conversation)) => {
+            axum::Json(hook_reply(&message.event_id, conversation.as_deref(), &text)).into_response()
+        }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// What a hook reply looks like when sent synchronously.
+fn hook_reply(event_id: &str, conversation: Option<&str>, text: &str) -> Value {
+    json!({"id": event_id, "object": "hook.reply", "conversation_id": conversation, "text": text})
 }

@@ -92,9 +92,9 @@ fn reply(r: HttpReply) -> Response {
 }
 
 pub(super) fn refused_response(account: &Account, e: &ChannelError) -> Response {
-    let (status, code) = match e {
-        ChannelError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "invalid_signature"),
-        ChannelError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+    let code = match e {
+        ChannelError::Unauthorized(_) => "invalid_signature",
+        ChannelError::BadRequest(_) => "invalid_request",
     };
     metrics::counter!(
         "moltbot_channel_requests_rejected_total",
@@ -103,8 +103,18 @@ pub(super) fn refused_response(account: &Account, e: &ChannelError) -> Response 
     )
     .increment(1);
     tracing::warn!(platform = %account.platform, account = %account.name, error = %e, "channel request refused");
-    let body = serde_json::json!({"error": {"message": e.to_string(), "type": "invalid_request_error", "param": null, "code": code}});
-    (status, axum::Json(body)).into_response()
+    match e {
+        ChannelError::Unauthorized(m) => ApiError::Unauthorized {
+            message: format!("The request's signature or token was not accepted: {m}."),
+            code,
+        },
+        ChannelError::BadRequest(m) => ApiError::Invalid {
+            param: None,
+            message: format!("Not a request this channel accepts: {m}."),
+            code: Some(code),
+        },
+    }
+    .into_response()
 }
 
 fn unknown(path: &str) -> Response {
@@ -162,9 +172,6 @@ pub(super) async fn channel(
     let Some(account) = account else {
         return unknown(&format!("/channels/{platform}/{name}"));
     };
-    if method != Method::GET && method != Method::POST {
-        return StatusCode::METHOD_NOT_ALLOWED.into_response();
-    }
     accept(&state, &account, request(method, query, headers, body)).await
 }
 

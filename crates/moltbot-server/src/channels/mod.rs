@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{any, post};
+use axum::routing::{get, post};
 use moltbot_channels::{Adapter, ChatType, InboundMessage, Platform};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -242,7 +242,10 @@ pub fn spawn(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> 
 /// request is verified by its platform's signature or token).
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/channels/{platform}/{account}", any(ingest::channel))
+        .route(
+            "/channels/{platform}/{account}",
+            get(ingest::channel).post(ingest::channel),
+        )
         .route("/hooks/{name}", post(ingest::hook))
 }
 

@@ -10,7 +10,7 @@ use moltbot_channels::{ChatType, InboundMessage, Platform, SendError, chunk};
 use moltbot_core::assemble::ReplyCollector;
 use moltbot_core::channels::{ChannelEvent, ChannelOutcome};
 use moltbot_core::{BackendEvent, ChatError, MessageStatus, NewMessage, Role, Turn, TurnInput};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, json};
 use tokio_util::sync::CancellationToken;
 
 use super::Account;
@@ -386,11 +386,6 @@ pub(crate) async fn generate(
     let (outcome, _usage, _) = crate::routes::chat::outcome(&reply, &recorder);
     recorder.commit(outcome).await?;
     Ok((reply.content, conversation_id))
-}
-
-/// What a hook reply looks like when sent synchronously.
-pub(crate) fn hook_reply(event_id: &str, conversation: Option<&str>, text: &str) -> Value {
-    json!({"id": event_id, "object": "hook.reply", "conversation_id": conversation, "text": text})
 }
 
 #[cfg(test)]

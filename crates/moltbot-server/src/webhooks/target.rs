@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn urls_need_http_and_a_host() {
         assert!(parse("https://example.com/hook").is_ok());
-        assert!(parse("http://example.com:8080/").is_ok());
+        assert!(parse("http://example.com:8443/").is_ok());
         assert!(parse("ftp://example.com/").unwrap_err().contains("scheme"));
         assert!(parse("not a url").is_err());
         assert!(parse("file:///etc/passwd").is_err());
