@@ -69,11 +69,12 @@ pub struct ContentPart {
     pub text: String,
 }
 
-/// A stored conversation item (a message).
+/// A stored conversation item: a message, or a `compaction` (a summary of earlier items).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConversationItem {
     pub id: String,
-    /// Always `"message"`.
+    /// `"message"`, or `"compaction"` for a summary that replaced earlier items (role `system`, one
+    /// `summary_text` part; see `compaction`).
     #[serde(rename = "type")]
     pub kind: String,
     pub role: String,
@@ -81,6 +82,43 @@ pub struct ConversationItem {
     /// `completed`, `incomplete` (a truncated or failed turn) or `in_progress`.
     pub status: String,
     pub created_at: i64,
+    /// On a `compaction` item: what it replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionDetails>,
+    /// On an item replaced by a compaction: the id of that `compaction` item. The item stays stored and
+    /// listed but is no longer sent to the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compacted_by: Option<String>,
+}
+
+/// What a `compaction` item replaced (conversation memory).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct CompactionDetails {
+    /// The items it replaced, oldest first: the earlier `compaction` item when there was one, then
+    /// the messages summarised this time. Each of them names this item in `compacted_by`.
+    pub replaced_item_ids: Vec<String>,
+    /// Messages the summary stands for, including those of the earlier summaries it absorbed.
+    pub message_count: u32,
+    /// The model that wrote the summary.
+    pub model: String,
+    /// `auto` (the conversation passed `memory.compact_at` of its context budget) or `manual`.
+    pub trigger: String,
+    /// Prompt tokens of the conversation's context before the compaction.
+    pub tokens_before: u32,
+}
+
+/// `POST /v1/conversations/{id}/compact` (the body is optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompactConversationRequest {
+    /// Latest turns (a user message and what follows it) kept verbatim; default `memory.keep_recent`.
+    /// `0` compacts every turn.
+    #[serde(default)]
+    pub keep_recent: Option<u32>,
+    /// The model that writes the summary; default `memory.summary_model`, else the model of the
+    /// conversation's latest reply.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -4,10 +4,14 @@
 
 pub mod chat;
 pub mod conversations;
+pub mod embeddings;
 pub mod error;
 pub mod models;
+pub mod responses;
 
 pub use chat::*;
 pub use conversations::*;
+pub use embeddings::*;
 pub use error::*;
 pub use models::*;
+pub use responses::*;

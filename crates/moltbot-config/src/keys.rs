@@ -142,6 +142,7 @@ const PROFILES: &[&str] = &["development", "production"];
 const REDIS_FAILURE: &[&str] = &["open", "closed"];
 const LOG_FORMATS: &[&str] = &["text", "json"];
 const BACKENDS: &[&str] = &["remote", "local"];
+const POOLINGS: &[&str] = &["none", "mean", "cls", "last"];
 /// Values of `channels[].platform` (the order of [`crate::ChannelPlatform::ALL`]).
 pub(crate) const PLATFORMS: &[&str] = &["feishu", "lark", "dingtalk", "wecom", "telegram", "slack"];
 /// Values of `channels[].mode` (the order of [`crate::ChannelMode::ALL`]).
@@ -300,6 +301,18 @@ pub const KEYS: &[KeyDoc] = &[
     k("webhooks.allow_private_targets", Some("MOLTBOT_WEBHOOKS__ALLOW_PRIVATE_TARGETS"), None,
       "true (development), false (production)", V::Bool,
       "Outbound webhooks may go to loopback, private and link-local addresses (refused by default in production: SSRF)."),
+    k("memory.enabled", Some("MOLTBOT_MEMORY__ENABLED"), None, "true", V::Bool,
+      "Compact a stored conversation that outgrows its model's context: its oldest turns become a summary instead of being dropped (docs/memory.md)."),
+    k("memory.compact_at", Some("MOLTBOT_MEMORY__COMPACT_AT"), None, "0.75", V::F32,
+      "Compact before a turn whose prompt passes this fraction (0–1] of the budget (context window less the reply's tokens)."),
+    k("memory.keep_recent", Some("MOLTBOT_MEMORY__KEEP_RECENT"), None, "4", V::U32,
+      "Latest turns (a user message and what follows it) kept verbatim, never compacted (>= 1)."),
+    k("memory.summary_model", Some("MOLTBOT_MEMORY__SUMMARY_MODEL"), None, "(the conversation's model)", V::String,
+      "The configured model that writes summaries."),
+    k("memory.summary_max_tokens", Some("MOLTBOT_MEMORY__SUMMARY_MAX_TOKENS"), None, "1024", V::U32,
+      "Most tokens of a summary (>= 16; also capped by the summary model's max_tokens)."),
+    k("memory.prompt", Some("MOLTBOT_MEMORY__PROMPT"), None, "(built in: keep facts, names, numbers, decisions)", V::String,
+      "Summarisation instructions (a system message); the conversation follows as a transcript."),
     k("models", None, None, "[]", V::TableList,
       "Model definitions, one `[[models]]` table each (TOML only)."),
     k("models[].name", None, None, "(required)", V::String, "Public model name; unique."),
@@ -335,6 +348,8 @@ pub const KEYS: &[KeyDoc] = &[
       "Local: requests waiting for a slot before 503 with `Retry-After`."),
     k("models[].chat_template", None, None, "(from the GGUF)", V::String,
       "Local: Jinja chat template overriding the GGUF's; without either, a plain transcript is used."),
+    k("models[].pooling", None, None, "(from the GGUF)", V::Enum(POOLINGS),
+      "Local: embeddings pooling, overriding the GGUF's `pooling_type`; a model with neither serves no embeddings."),
     k("models[].timeouts.connect", None, None, "5s", V::Duration, "Upstream connect timeout."),
     k("models[].timeouts.first_byte", None, None, "1m", V::Duration, "Timeout until the first byte."),
     k("models[].timeouts.idle", None, None, "1m", V::Duration, "Longest silence while streaming."),

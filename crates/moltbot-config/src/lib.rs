@@ -18,6 +18,7 @@ mod channel;
 mod error;
 mod keys;
 mod load;
+mod memory;
 mod model;
 mod render;
 mod resolve;
@@ -40,8 +41,10 @@ pub use load::{
     BOOTSTRAP_ADMIN_KEY_ENV, CliOverrides, DEFAULT_CONFIG_FILE, DEFAULT_SEED_MODEL, LoadOptions,
     LoadedConfig, SEED_MODEL_NAME,
 };
+pub use memory::MemoryConfig;
 pub use model::{
-    BackendKind, CircuitConfig, LimitConfig, ModelConfig, RetryConfig, TimeoutConfig, normalize_endpoint,
+    BackendKind, CircuitConfig, LimitConfig, ModelConfig, Pooling, RetryConfig, TimeoutConfig,
+    normalize_endpoint,
 };
 pub use render::{config_markdown, example_toml};
 pub use resolve::SECRET_COMMAND_TIMEOUT;

@@ -18,6 +18,19 @@ pub enum BackendKind {
     Local,
 }
 
+/// How a local embedding model pools its token vectors into one vector per input (`pooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// No embeddings from this model.
+    None,
+    Mean,
+    /// The first token's vector.
+    Cls,
+    /// The last token's vector.
+    Last,
+}
+
 /// One `[[models]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -75,6 +88,9 @@ pub struct ModelConfig {
     pub queue_capacity: u32,
     /// Local models: Jinja chat template overriding the one in the GGUF metadata.
     pub chat_template: Option<String>,
+    /// Local models: embeddings pooling, overriding the GGUF's `{arch}.pooling_type`; unset = the
+    /// GGUF's (a model without one serves no embeddings).
+    pub pooling: Option<Pooling>,
 }
 
 impl Default for ModelConfig {
@@ -104,6 +120,7 @@ impl Default for ModelConfig {
             batch_size: 512,
             queue_capacity: 64,
             chat_template: None,
+            pooling: None,
         }
     }
 }

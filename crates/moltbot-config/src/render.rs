@@ -319,7 +319,9 @@ with a bad or repeated `name`, with both or neither of `secret` and `token`, a `
 `callback_secret` that is not `whsec_` + base64 of at least 24 bytes, `mode = \"async\"` without
 `callback_url` (or without a key to sign callbacks), `callback_url`/`callback_secret` on a sync hook, or
 an unknown `model`; `pipeline.retry_base` longer than `pipeline.retry_max`; `pipeline.retention`
-under 1h; `webhooks.first_retry` longer than `webhooks.retry_for`.
+under 1h; `webhooks.first_retry` longer than `webhooks.retry_for`; `memory.compact_at` outside (0, 1],
+`memory.keep_recent` of 0, `memory.summary_max_tokens` under 16, an empty `memory.prompt`, or a
+`memory.summary_model` that is not configured.
 
 Warnings (logged at startup): in production, an empty `server.admin_allow_cidrs`,
 `log.prompts = true`, or a SQLite database; in development, an `auth.jwt_secret` shorter than
@@ -477,6 +479,7 @@ fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
         "models[].threads" => "1",
         "engine.backends_dir" => "\"/opt/moltbot/backends\"",
         "models[].chat_template" => "\"{% for m in messages %}…{% endfor %}\"",
+        "models[].pooling" => "\"mean\"",
         "limits.requests_per_minute" => "60",
         "limits.tokens_per_minute" => "100000",
         "limits.daily_tokens" => "2000000",
@@ -495,6 +498,8 @@ fn example_literal(doc: &KeyDoc) -> Option<&'static str> {
         "hooks[].name" => "\"support\"",
         "hooks[].callback_url" => "\"https://example.com/moltbot/answers\"",
         "hooks[].system_prompt" => "\"You answer support questions briefly.\"",
+        "memory.summary_model" => "\"gpt-4o-mini\"",
+        "memory.prompt" => "\"Summarise the conversation; keep every fact, name, number and decision.\"",
         _ => return None,
     })
 }

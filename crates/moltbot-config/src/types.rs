@@ -106,6 +106,9 @@ pub struct Config {
     /// Outbound event webhooks (`[webhooks]`).
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// Conversation memory: compaction of long stored conversations (`[memory]`).
+    #[serde(default)]
+    pub memory: crate::MemoryConfig,
     /// Default tokenizer encoding for remote models.
     pub tokenizer: String,
 }
@@ -559,6 +562,7 @@ impl Config {
             hooks: Vec::new(),
             pipeline: PipelineConfig::default(),
             webhooks: WebhooksConfig::defaults(profile),
+            memory: crate::MemoryConfig::default(),
             tokenizer: TOKENIZERS[0].to_owned(),
         }
     }
@@ -613,6 +617,7 @@ impl fmt::Debug for Config {
             .field("hooks", &self.hooks.iter().map(debug_hook).collect::<Vec<_>>())
             .field("pipeline", &self.pipeline)
             .field("webhooks", &self.webhooks)
+            .field("memory", &self.memory)
             .field("tokenizer", &self.tokenizer)
             .finish()
     }

@@ -113,6 +113,7 @@ pub(crate) fn validate(
     check_model_names(&config.models, &invalid)?;
     check_fallbacks(&config.models, &invalid)?;
     crate::validate_channels::check(config, &invalid, warnings)?;
+    crate::memory::check(config, &invalid)?;
 
     warn(config, warnings);
     Ok(())

@@ -124,6 +124,35 @@ impl CircuitState {
     }
 }
 
+/// One input of an embeddings request: text, or token ids of the model's own vocabulary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbedInput {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// What a backend is asked to embed: one vector per input, in order.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedRequest {
+    /// The upstream model id.
+    pub model: String,
+    pub inputs: Vec<EmbedInput>,
+    /// The vector size asked for (`dimensions`); a backend that cannot honour it refuses.
+    pub dimensions: Option<u32>,
+    pub user: Option<String>,
+    /// Request fields moltbot does not interpret, passed through unchanged.
+    pub extra: Map<String, Value>,
+    /// Request id, for upstream logs (`x-request-id`).
+    pub request_id: String,
+}
+
+/// The vectors (one per input, in input order) and the tokens read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedOutput {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: u32,
+}
+
 #[async_trait]
 pub trait ChatBackend: Send + Sync + 'static {
     /// The backend's name (the model name it was configured for), for logs, metrics and records.
@@ -135,6 +164,16 @@ pub trait ChatBackend: Send + Sync + 'static {
     /// Start a generation. Retries happen inside, before the stream is returned; once the stream has
     /// yielded its first event nothing is retried. Dropping the stream cancels the generation.
     async fn chat(&self, request: BackendRequest) -> Result<EventStream, BackendError>;
+
+    /// Embed the inputs (`POST /v1/embeddings`). Backends without embeddings refuse with a 400 naming
+    /// `model`.
+    async fn embed(&self, request: EmbedRequest) -> Result<EmbedOutput, BackendError> {
+        let _ = request;
+        Err(BackendError::Unsupported {
+            param: "model".to_owned(),
+            message: format!("The model `{}` does not support embeddings.", self.name()),
+        })
+    }
 
     fn circuit_state(&self) -> CircuitState {
         CircuitState::Closed

@@ -110,6 +110,8 @@ pub struct NewMessage {
     pub raw: Option<Value>,
     pub status: MessageStatus,
     pub meta: TurnMeta,
+    /// Set on a summary that replaces earlier messages (see [`crate::memory`]).
+    pub compaction: Option<crate::memory::Compaction>,
 }
 
 impl NewMessage {
@@ -121,6 +123,7 @@ impl NewMessage {
             raw: None,
             status,
             meta: TurnMeta::default(),
+            compaction: None,
         }
     }
 }
@@ -147,6 +150,10 @@ pub struct StoredMessage {
     pub raw: Option<Value>,
     pub status: MessageStatus,
     pub meta: TurnMeta,
+    /// Set on a compaction item: a summary and what it replaced (see [`crate::memory`]).
+    pub compaction: Option<crate::memory::Compaction>,
+    /// The compaction item that replaced this message: kept for the record, no longer sent as context.
+    pub compacted_by: Option<String>,
 }
 
 /// One exchange's accounting, recorded whether or not the messages are stored.

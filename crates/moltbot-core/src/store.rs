@@ -21,13 +21,22 @@ pub enum StoreError {
     Database(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// The database cannot be reached (connection refused or lost, no connection within the pool's
+    /// timeout, the server shutting down): the same request may succeed later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    crate::channels::ChannelStore + crate::webhooks::WebhookStore + Send + Sync + 'static
+    crate::channels::ChannelStore
+    + crate::webhooks::WebhookStore
+    + crate::responses::ResponseStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn kind(&self) -> &'static str;
@@ -85,7 +94,8 @@ pub trait Store:
     ) -> StoreResult<(Vec<StoredMessage>, bool)>;
 
     /// The most recent `limit` messages usable as context (completed or truncated), oldest first,
-    /// plus every instruction (system/developer) message regardless of age.
+    /// plus every instruction (system/developer) message regardless of age. Messages replaced by a
+    /// compaction (`compacted_by`) are left out; the compaction items in force are included.
     async fn context_messages(&self, conversation_id: &str, limit: u32) -> StoreResult<Vec<StoredMessage>>;
 
     async fn get_message(
@@ -189,6 +199,17 @@ pub trait StoreTx: Send {
 
     async fn set_message_status(&mut self, message_id: &str, status: MessageStatus) -> StoreResult<()>;
 
+    /// Store a compaction: append `summary` (whose `compaction` lists the items it replaces) and mark
+    /// each replaced item `compacted_by` it. `Conflict` when any of them is gone or compacted already
+    /// (a concurrent compaction won): the caller rolls back, so a compaction is stored once or not at
+    /// all.
+    async fn insert_compaction(
+        &mut self,
+        conversation_id: &str,
+        summary: &NewMessage,
+        now: i64,
+    ) -> StoreResult<StoredMessage>;
+
     /// Remember the hash of the conversation's history, for grouping client-sent history.
     async fn set_conversation_tip(&mut self, conversation_id: &str, tip_hash: &str) -> StoreResult<()>;
 
@@ -202,6 +223,9 @@ pub trait StoreTx: Send {
     /// this call revoked it; `false` if there is no such key or it was revoked already (the first
     /// revocation time is kept).
     async fn revoke_api_key(&mut self, id: &str, now: i64) -> StoreResult<bool>;
+
+    /// Store a Responses API response (committed with the turn that produced it).
+    async fn insert_response(&mut self, response: &crate::responses::ResponseRecord) -> StoreResult<()>;
 
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use llama_cpp_2::model::LlamaChatMessage;
 use moltbot_api::{ChatMessage, Usage};
-use moltbot_core::{BackendError, BackendEvent, BackendRequest, ChatBackend, EventStream, TokenCounter};
+use moltbot_core::{
+    BackendError, BackendEvent, BackendRequest, ChatBackend, EmbedOutput, EmbedRequest, EventStream,
+    TokenCounter,
+};
 use serde_json::Value;
 
 use crate::engine::{Engine, EngineConfig, EngineError, Event};
@@ -22,6 +25,9 @@ pub struct LocalBackend {
     source: TemplateSource,
     /// How long clients are told to wait when the queue is full.
     retry_after: Duration,
+    /// The chat template renders `tools` in the Hermes `<tool_call>` format.
+    supports_tools: bool,
+    embeddings: crate::embed::Embeddings,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -48,13 +54,17 @@ impl LocalBackend {
         let (bos, eos) = (piece(vocab.bos()), piece(vocab.eos()));
         let (format, source) = PromptFormat::choose(chat_template, gguf.as_deref(), &bos, &eos);
         let name = engine.config().name.clone();
-        tracing::info!(model = %name, template = source.as_str(), "local model ready");
+        let supports_tools = crate::tools::template_supports_tools(format.jinja_source());
+        tracing::info!(model = %name, template = source.as_str(), tools = supports_tools, "local model ready");
+        let embeddings = crate::embed::Embeddings::new(&engine);
         Self {
             name,
             engine,
             format,
             source,
             retry_after: Duration::from_secs(1),
+            supports_tools,
+            embeddings,
         }
     }
 
@@ -80,7 +90,16 @@ impl LocalBackend {
     /// (`raise_exception`) is the client's error; a template minijinja cannot render falls back to
     /// llama.cpp's built-in templates, then to the plain transcript.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<Prompt, BackendError> {
-        match self.format.render(messages) {
+        self.render_tools(messages, None)
+    }
+
+    /// [`Self::render`] with tools offered to the template (`tools` in the chat shape).
+    pub fn render_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&Value>,
+    ) -> Result<Prompt, BackendError> {
+        match self.format.render_tools(messages, tools) {
             Ok(p) => Ok(p),
             Err(e) if e.kind() == minijinja::ErrorKind::InvalidOperation => {
                 Err(BackendError::InvalidRequest {
@@ -134,11 +153,13 @@ impl LocalBackend {
             presence_penalty: f("presence_penalty").unwrap_or(d.presence_penalty),
             seed: request.seed.map(|s| s as u32),
             ignore_eos: false,
+            grammar: None,
         }
     }
 }
 
-/// Parameters a local model cannot honour: 400 naming the parameter, never silently ignored.
+/// Parameters a local model cannot honour: 400 naming the parameter, never silently ignored. (Tools
+/// and `response_format` are checked against the model in `LocalBackend::structured`.)
 pub fn check_supported(request: &BackendRequest) -> Result<(), BackendError> {
     let unsupported = |param: &str, message: &str| {
         Err(BackendError::Unsupported {
@@ -146,28 +167,6 @@ pub fn check_supported(request: &BackendRequest) -> Result<(), BackendError> {
             message: message.to_owned(),
         })
     };
-    if request
-        .tools
-        .as_ref()
-        .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
-    {
-        return unsupported("tools", "local models do not support tool calls");
-    }
-    if request
-        .tool_choice
-        .as_ref()
-        .is_some_and(|c| !c.is_null() && c != "none")
-    {
-        return unsupported("tool_choice", "local models do not support tool calls");
-    }
-    if let Some(rf) = &request.response_format
-        && rf
-            .get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t != "text")
-    {
-        return unsupported("response_format", "local models only produce text");
-    }
     let extra = &request.extra;
     if extra.get("n").and_then(Value::as_u64).is_some_and(|n| n > 1) {
         return unsupported("n", "local models return one choice");
@@ -197,13 +196,16 @@ impl ChatBackend for LocalBackend {
 
     async fn chat(&self, request: BackendRequest) -> Result<EventStream, BackendError> {
         check_supported(&request)?;
-        let prompt = self.render(&request.messages)?;
+        let mut sampling = Self::sampling(&request);
+        let (tools, grammar) = self.structured(&request)?;
+        sampling.grammar = grammar;
+        let prompt = self.render_tools(&request.messages, tools)?;
         let tokens = self.engine.tokenize(&prompt.text);
         let mut stops = request.stop.clone();
         stops.extend(prompt.stops);
         let rx = self
             .engine
-            .submit(tokens, request.max_tokens, Self::sampling(&request), stops)
+            .submit(tokens, request.max_tokens, sampling, stops)
             .map_err(|e| match e {
                 EngineError::QueueFull => BackendError::Overloaded {
                     retry_after: self.retry_after,
@@ -213,7 +215,89 @@ impl ChatBackend for LocalBackend {
             })?;
         // A transcript prompt ends with "Assistant:"; the reply's leading space is not part of it.
         let trim = matches!(self.format, PromptFormat::Transcript);
-        Ok(Box::pin(events(rx, trim)))
+        if tools.is_some() {
+            Ok(Box::pin(with_tool_calls(events(rx, trim))))
+        } else {
+            Ok(Box::pin(events(rx, trim)))
+        }
+    }
+
+    async fn embed(&self, request: EmbedRequest) -> Result<EmbedOutput, BackendError> {
+        self.embeddings.embed(request).await
+    }
+}
+
+impl LocalBackend {
+    /// The tools to render (when calls are possible) and the grammar that constrains the output:
+    /// `response_format` JSON, or tool calls. A grammar llama.cpp refuses is a 400 before queueing.
+    fn structured<'a>(
+        &self,
+        request: &'a BackendRequest,
+    ) -> Result<(Option<&'a Value>, Option<crate::tools::Grammar>), BackendError> {
+        use crate::tools::{ToolPlan, plan, response_format_grammar};
+        let tool_plan = plan(
+            request.tools.as_ref(),
+            request.tool_choice.as_ref(),
+            self.supports_tools,
+        )?;
+        let format = response_format_grammar(request.response_format.as_ref())?;
+        let (tools, grammar, param) = match (tool_plan, format) {
+            (ToolPlan::Calls { .. }, Some(_)) => {
+                return Err(BackendError::Unsupported {
+                    param: "response_format".into(),
+                    message: "local models cannot combine tools with a JSON response_format".into(),
+                });
+            }
+            (ToolPlan::Calls { grammar }, None) => (request.tools.as_ref(), Some(grammar), "tools"),
+            (ToolPlan::None, g) => (None, g, "response_format"),
+        };
+        if let Some(g) = &grammar {
+            let probe = Sampling {
+                grammar: Some(g.clone()),
+                ..Sampling::greedy()
+            };
+            probe
+                .check_grammar(&self.engine.model)
+                .map_err(|e| BackendError::InvalidRequest {
+                    param: Some(param.into()),
+                    message: format!("llama.cpp refused the grammar built for `{param}`: {e}"),
+                })?;
+        }
+        Ok((tools, grammar))
+    }
+}
+
+/// Text deltas pass through a [`crate::tools::ToolCallFilter`]; calls come out as one tool-call delta
+/// before `Finish { reason: "tool_calls" }`.
+fn with_tool_calls(
+    inner: impl futures::Stream<Item = Result<BackendEvent, BackendError>> + Send,
+) -> impl futures::Stream<Item = Result<BackendEvent, BackendError>> + Send {
+    async_stream::stream! {
+        let mut filter = crate::tools::ToolCallFilter::default();
+        futures::pin_mut!(inner);
+        while let Some(ev) = futures::StreamExt::next(&mut inner).await {
+            match ev {
+                Ok(BackendEvent::Delta { content: Some(t), .. }) => {
+                    let shown = filter.push(&t);
+                    if !shown.is_empty() {
+                        yield Ok(BackendEvent::Delta { content: Some(shown), tool_calls: None });
+                    }
+                }
+                Ok(BackendEvent::Finish { reason }) => {
+                    let (rest, calls) = filter.finish();
+                    if !rest.is_empty() {
+                        yield Ok(BackendEvent::Delta { content: Some(rest), tool_calls: None });
+                    }
+                    if calls.is_empty() {
+                        yield Ok(BackendEvent::Finish { reason });
+                    } else {
+                        yield Ok(BackendEvent::Delta { content: None, tool_calls: Some(Value::Array(calls)) });
+                        yield Ok(BackendEvent::Finish { reason: "tool_calls".into() });
+                    }
+                }
+                other => yield other,
+            }
+        }
     }
 }
 

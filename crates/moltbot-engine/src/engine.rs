@@ -42,6 +42,8 @@ pub struct EngineConfig {
     pub batch_size: u32,
     /// Requests waiting for a slot before new ones get `Overloaded`.
     pub queue_capacity: usize,
+    /// Embeddings: the pooling, overriding the GGUF's `{arch}.pooling_type` (see [`crate::embed`]).
+    pub pooling: Option<crate::embed::Pooling>,
 }
 
 impl EngineConfig {
@@ -55,6 +57,7 @@ impl EngineConfig {
             threads: None,
             batch_size: 512,
             queue_capacity: 64,
+            pooling: None,
         }
     }
 }
@@ -443,7 +446,7 @@ impl Worker {
             return;
         }
         let Some(slot) = free.pop() else { return };
-        let sampler = job.sampling.build(self.model.n_vocab());
+        let sampler = job.sampling.build(&self.model);
         let stop = StopMatcher::new(job.stops.clone());
         active.push(Seq {
             slot,

@@ -3,6 +3,7 @@
 //! - [`engine`]: one OS thread owns the model's context; a bounded queue feeds a continuous-batching
 //!   scheduler; each request has its own response channel; a dropped receiver cancels its sequence.
 //! - [`backend::LocalBackend`]: the engine behind moltbot's `ChatBackend` trait.
+//! - [`embed`]: embeddings from GGUF embedding models, on their own context and thread.
 //! - [`gguf`]: header checks with clear errors, and a writer for random-weight test/bench models.
 //! - [`fetch`], [`quantize`]: what `moltbot load-model` needs.
 //!
@@ -12,6 +13,7 @@
 pub mod backend;
 pub mod bench;
 pub mod cpu;
+pub mod embed;
 pub mod engine;
 pub mod fetch;
 pub mod gguf;
@@ -20,8 +22,10 @@ pub mod quantize;
 pub mod sampling;
 pub mod template;
 pub mod text;
+pub mod tools;
 
 pub use backend::LocalBackend;
+pub use embed::Pooling;
 pub use engine::{Engine, EngineConfig, EngineError, Event, default_threads};
 pub use quantize::Quantization;
 pub use sampling::Sampling;

@@ -1,5 +1,6 @@
 //! Sampling parameters of one request and the llama.cpp sampler chain built from them.
 
+use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 
 /// Resolved sampling parameters. `temperature == 0` means greedy decoding.
@@ -16,6 +17,9 @@ pub struct Sampling {
     pub seed: Option<u32>,
     /// Keep generating past end-of-turn tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Constrain the output (JSON, tool calls); checked by [`Sampling::check_grammar`] before the
+    /// request is queued.
+    pub grammar: Option<crate::tools::Grammar>,
 }
 
 impl Default for Sampling {
@@ -30,6 +34,7 @@ impl Default for Sampling {
             presence_penalty: 0.0,
             seed: None,
             ignore_eos: false,
+            grammar: None,
         }
     }
 }
@@ -42,8 +47,32 @@ impl Sampling {
         }
     }
 
-    pub(crate) fn build(&self, n_vocab: i32) -> LlamaSampler {
+    fn grammar_sampler(&self, model: &LlamaModel) -> Option<Result<LlamaSampler, String>> {
+        let g = self.grammar.as_ref()?;
+        let sampler = if g.triggers.is_empty() {
+            LlamaSampler::grammar(model, &g.gbnf, "root")
+        } else {
+            LlamaSampler::grammar_lazy(model, &g.gbnf, "root", &g.triggers, &[])
+        };
+        Some(sampler.map_err(|e| e.to_string()))
+    }
+
+    /// Whether llama.cpp accepts the grammar (an invalid one is the client's error, found before
+    /// queueing).
+    pub fn check_grammar(&self, model: &LlamaModel) -> Result<(), String> {
+        self.grammar_sampler(model).transpose().map(|_| ())
+    }
+
+    pub(crate) fn build(&self, model: &LlamaModel) -> LlamaSampler {
+        let n_vocab = model.n_vocab();
         let mut chain = Vec::new();
+        match self.grammar_sampler(model) {
+            Some(Ok(g)) => chain.push(g),
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "grammar rejected after it was checked; sampling without it")
+            }
+            None => {}
+        }
         if self.repeat_penalty != 1.0 || self.frequency_penalty != 0.0 || self.presence_penalty != 0.0 {
             chain.push(LlamaSampler::penalties(
                 n_vocab,

@@ -3,7 +3,7 @@
 //! template function only recognises its built-in templates), llama.cpp's built-in templates when
 //! minijinja cannot render the GGUF one, and a plain transcript for base models without a template.
 
-use minijinja::{Environment, Error, ErrorKind, context};
+use minijinja::{Environment, Error, ErrorKind, Value, context};
 use moltbot_api::ChatMessage;
 
 /// A rendered prompt and the stop strings its format implies.
@@ -63,11 +63,28 @@ impl PromptFormat {
         }
     }
 
+    /// The Jinja source, when the format is a template.
+    pub fn jinja_source(&self) -> Option<&str> {
+        match self {
+            Self::Jinja { source, .. } => Some(source),
+            Self::Transcript => None,
+        }
+    }
+
     /// Render the conversation with the assistant's turn opened.
     pub fn render(&self, messages: &[ChatMessage]) -> Result<Prompt, Error> {
+        self.render_tools(messages, None)
+    }
+
+    /// [`Self::render`] with `tools` (chat shape) in the template's context.
+    pub fn render_tools(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&serde_json::Value>,
+    ) -> Result<Prompt, Error> {
         match self {
             Self::Jinja { source, bos, eos } => {
-                let text = render_jinja(source, messages, bos, eos)?;
+                let text = render_jinja(source, messages, tools, bos, eos)?;
                 Ok(Prompt {
                     text,
                     stops: Vec::new(),
@@ -78,7 +95,13 @@ impl PromptFormat {
     }
 }
 
-fn render_jinja(source: &str, messages: &[ChatMessage], bos: &str, eos: &str) -> Result<String, Error> {
+fn render_jinja(
+    source: &str,
+    messages: &[ChatMessage],
+    tools: Option<&serde_json::Value>,
+    bos: &str,
+    eos: &str,
+) -> Result<String, Error> {
     let mut env = Environment::new();
     env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env.add_function("raise_exception", |msg: String| -> Result<String, Error> {
@@ -94,11 +117,33 @@ fn render_jinja(source: &str, messages: &[ChatMessage], bos: &str, eos: &str) ->
             } else {
                 m.role.as_str()
             };
-            context! { role => role, content => m.text_content() }
+            // Tool calls as Hugging Face templates expect them: arguments as an object.
+            let tool_calls = m.tool_calls.as_ref().and_then(|c| c.as_array()).map(|calls| {
+                calls
+                    .iter()
+                    .map(|c| {
+                        let mut c = c.clone();
+                        if let Some(args) = c["function"]["arguments"].as_str()
+                            && let Ok(v) = serde_json::from_str::<serde_json::Value>(args)
+                        {
+                            c["function"]["arguments"] = v;
+                        }
+                        Value::from_serialize(&c)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            context! {
+                role => role,
+                content => m.text_content(),
+                tool_calls => tool_calls,
+                tool_call_id => m.tool_call_id,
+                name => m.name,
+            }
         })
         .collect();
     env.get_template("chat")?.render(context! {
         messages => msgs,
+        tools => tools.map(Value::from_serialize),
         add_generation_prompt => true,
         bos_token => bos,
         eos_token => eos,

@@ -127,3 +127,19 @@ async fn gemma_batches_for_real() {
         }
     }
 }
+
+#[tokio::test]
+async fn gemma_follows_a_json_schema() {
+    let Some(path) = gemma() else { return };
+    let b = start(path, 1);
+    let schema = serde_json::json!({"type": "object", "properties": {"capital": {"type": "string", "maxLength": 24},
+        "country": {"type": "string", "maxLength": 24}}, "required": ["country", "capital"], "additionalProperties": false});
+    let mut req = request("Name the capital of France.", 64);
+    req.response_format =
+        Some(serde_json::json!({"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}));
+    let reply = chat(&b, req).await.unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&reply.text).unwrap_or_else(|e| panic!("{e}: {:?}", reply.text));
+    assert!(v["capital"].is_string() && v["country"].is_string(), "{v}");
+    eprintln!("gemma json: {v}");
+}

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use moltbot_core::{
-    BackendError, BackendRequest, ChatBackend, CircuitState, EventStream, RoughCounter, TokenCounter,
+    BackendError, BackendRequest, ChatBackend, CircuitState, EmbedOutput, EmbedRequest, EventStream,
+    RoughCounter, TokenCounter,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio::time::{Instant, sleep, timeout_at};
@@ -30,6 +31,24 @@ pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(1);
 
 /// Most bytes of an error response body read.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Most bytes of an embeddings response body read (2048 inputs of 3072 floats as JSON fit).
+const MAX_EMBEDDINGS_BODY: usize = 256 * 1024 * 1024;
+
+/// Which upstream endpoint a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Call {
+    /// `POST {base}/chat/completions`, streamed.
+    Chat,
+    /// `POST {base}/embeddings`, one JSON body.
+    Embeddings,
+}
+
+/// A successful attempt: the chat event stream, or the whole JSON body of an embeddings call.
+pub(crate) enum Answer {
+    Events(EventStream),
+    Body(Bytes),
+}
 
 /// How a failed attempt may continue.
 #[derive(Debug, PartialEq)]
@@ -90,6 +109,7 @@ pub struct RemoteBackend {
     settings: RemoteSettings,
     client: reqwest::Client,
     url: Url,
+    embeddings_url: Url,
     keys: KeyRing,
     circuit: CircuitBreaker,
     limiter: RateLimiter,
@@ -109,12 +129,17 @@ impl RemoteBackend {
     /// `client`: the shared one from [`crate::http_client`]. Prompt tokens for the token limit are
     /// estimated with [`RoughCounter`] unless [`with_token_counter`](Self::with_token_counter) is used.
     pub fn new(settings: RemoteSettings, client: reqwest::Client) -> Self {
-        let mut url = settings.base_url.clone();
-        let path = format!("{}/chat/completions", url.path().trim_end_matches('/'));
-        url.set_path(&path);
+        let endpoint = |name: &str| {
+            let mut url = settings.base_url.clone();
+            let path = format!("{}/{name}", url.path().trim_end_matches('/'));
+            url.set_path(&path);
+            url
+        };
+        let (url, embeddings_url) = (endpoint("chat/completions"), endpoint("embeddings"));
         metrics::circuit_state(&settings.name, CircuitState::Closed);
         Self {
             url,
+            embeddings_url,
             keys: KeyRing::new(settings.api_keys.clone()),
             circuit: CircuitBreaker::new(settings.circuit),
             limiter: RateLimiter::new(settings.limits),
@@ -134,12 +159,59 @@ impl RemoteBackend {
         &self.settings
     }
 
+    /// The counter that estimates prompt tokens (for the token limit and missing usage).
+    pub(crate) fn counter(&self) -> &dyn TokenCounter {
+        self.counter.as_ref()
+    }
+
+    pub(crate) fn limits_tokens(&self) -> bool {
+        self.limiter.limits_tokens()
+    }
+
+    /// One call through the circuit breaker and the outbound limits, with retries, under the total
+    /// timeout. `cost`: the tokens it debits from the token limit.
+    pub(crate) async fn call(
+        &self,
+        call: Call,
+        request_id: &str,
+        body: Bytes,
+        cost: u64,
+    ) -> Result<Answer, BackendError> {
+        let deadline = Instant::now() + self.settings.timeouts.total;
+        let permit = self.circuit.try_acquire().map_err(|retry_after| {
+            metrics::circuit_state(self.name(), self.circuit.state());
+            BackendError::CircuitOpen { retry_after }
+        })?;
+        self.limiter
+            .acquire(cost, MAX_QUEUE_WAIT)
+            .await
+            .map_err(|retry_after| BackendError::Overloaded { retry_after })?;
+        let result = match timeout_at(deadline, self.attempts(call, request_id, body, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Timeout("total")),
+        };
+        let before = self.circuit.state();
+        permit.record(result.as_ref().err().is_some_and(is_upstream_failure));
+        let after = self.circuit.state();
+        metrics::circuit_state(self.name(), after);
+        if before != after {
+            tracing::info!(
+                backend = self.settings.name.as_str(),
+                from = before.as_str(),
+                to = after.as_str(),
+                "circuit state changed"
+            );
+        }
+        result
+    }
+
     async fn attempts(
         &self,
+        call: Call,
         request_id: &str,
         body: Bytes,
         deadline: Instant,
-    ) -> Result<EventStream, BackendError> {
+    ) -> Result<Answer, BackendError> {
         let policy = self.settings.retry;
         let max_attempts = policy.max_attempts.max(1);
         let name = self.settings.name.as_str();
@@ -168,7 +240,7 @@ impl RemoteBackend {
             if attempt > 1 {
                 metrics::retry(name);
             }
-            let failure = match self.attempt(key, request_id, &body, deadline).await {
+            let failure = match self.attempt(call, key, request_id, &body, deadline).await {
                 Ok(stream) => {
                     metrics::attempt(name, metrics::status_label(Ok(())));
                     return Ok(stream);
@@ -210,21 +282,23 @@ impl RemoteBackend {
         }
     }
 
-    /// One request, up to its first event, under the first-byte (and total) timeout.
+    /// One request, up to its first event (chat) or its whole body (embeddings), under the first-byte
+    /// (and total) timeout.
     async fn attempt(
         &self,
+        call: Call,
         key: Option<usize>,
         request_id: &str,
         body: &Bytes,
         deadline: Instant,
-    ) -> Result<EventStream, Failure> {
+    ) -> Result<Answer, Failure> {
         let first_byte = Instant::now() + self.settings.timeouts.first_byte;
         let (limit, label) = if first_byte < deadline {
             (first_byte, "first_byte")
         } else {
             (deadline, "total")
         };
-        match timeout_at(limit, self.attempt_inner(key, request_id, body, deadline)).await {
+        match timeout_at(limit, self.attempt_inner(call, key, request_id, body, deadline)).await {
             Ok(r) => r,
             Err(_) => Err(Failure::retry(BackendError::Timeout(label))),
         }
@@ -232,16 +306,21 @@ impl RemoteBackend {
 
     async fn attempt_inner(
         &self,
+        call: Call,
         key: Option<usize>,
         request_id: &str,
         body: &Bytes,
         deadline: Instant,
-    ) -> Result<EventStream, Failure> {
+    ) -> Result<Answer, Failure> {
+        let (url, accept) = match call {
+            Call::Chat => (&self.url, "text/event-stream"),
+            Call::Embeddings => (&self.embeddings_url, "application/json"),
+        };
         let mut req = self
             .client
-            .post(self.url.clone())
+            .post(url.clone())
             .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "text/event-stream")
+            .header(ACCEPT, accept)
             .body(body.clone());
         if let Ok(id) = HeaderValue::from_str(request_id)
             && !request_id.is_empty()
@@ -254,6 +333,9 @@ impl RemoteBackend {
         let resp = req.send().await.map_err(|e| self.send_error(e))?;
         if !resp.status().is_success() {
             return Err(self.status_failure(resp).await);
+        }
+        if call == Call::Embeddings {
+            return self.read_body(resp).await.map(Answer::Body);
         }
         let json = resp
             .headers()
@@ -272,18 +354,44 @@ impl RemoteBackend {
                 )))
             })?;
             let events = completion_events(&bytes, &self.redactor).map_err(Failure::retry)?;
-            return Ok(Box::pin(futures::stream::iter(events.into_iter().map(Ok))));
+            return Ok(Answer::Events(Box::pin(futures::stream::iter(
+                events.into_iter().map(Ok),
+            ))));
         }
         let mut stream = SseStream::new(resp, self.settings.timeouts.idle, deadline, self.redactor.clone());
         match stream.next_event().await {
             Some(Ok(ev)) => {
                 stream.unread(Ok(ev));
-                Ok(stream.into_event_stream())
+                Ok(Answer::Events(stream.into_event_stream()))
             }
             Some(Err(e)) => Err(Failure::retry(e)),
             None => Err(Failure::retry(BackendError::Protocol(
                 "upstream sent an empty stream".into(),
             ))),
+        }
+    }
+
+    /// A whole (non-streamed) response body, up to [`MAX_EMBEDDINGS_BODY`].
+    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Bytes, Failure> {
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_EMBEDDINGS_BODY {
+                        return Err(Failure::stop(BackendError::Protocol(
+                            "the upstream response is too large".into(),
+                        )));
+                    }
+                }
+                Ok(None) => return Ok(Bytes::from(body)),
+                Err(e) => {
+                    return Err(Failure::retry(BackendError::Protocol(format!(
+                        "reading upstream body: {}",
+                        describe(e, &self.redactor)
+                    ))));
+                }
+            }
         }
     }
 
@@ -363,20 +471,11 @@ impl ChatBackend for RemoteBackend {
     }
 
     async fn chat(&self, request: BackendRequest) -> Result<EventStream, BackendError> {
-        let deadline = Instant::now() + self.settings.timeouts.total;
-        let permit = self.circuit.try_acquire().map_err(|retry_after| {
-            metrics::circuit_state(self.name(), self.circuit.state());
-            BackendError::CircuitOpen { retry_after }
-        })?;
         let cost = if self.limiter.limits_tokens() {
             u64::from(request.max_tokens) + self.counter.count_messages(&request.messages) as u64
         } else {
             0
         };
-        self.limiter
-            .acquire(cost, MAX_QUEUE_WAIT)
-            .await
-            .map_err(|retry_after| BackendError::Overloaded { retry_after })?;
         let body = match serde_json::to_vec(&request_body(&request)) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
@@ -385,23 +484,14 @@ impl ChatBackend for RemoteBackend {
                 )));
             }
         };
-        let result = match timeout_at(deadline, self.attempts(&request.request_id, body, deadline)).await {
-            Ok(r) => r,
-            Err(_) => Err(BackendError::Timeout("total")),
-        };
-        let before = self.circuit.state();
-        permit.record(result.as_ref().err().is_some_and(is_upstream_failure));
-        let after = self.circuit.state();
-        metrics::circuit_state(self.name(), after);
-        if before != after {
-            tracing::info!(
-                backend = self.settings.name.as_str(),
-                from = before.as_str(),
-                to = after.as_str(),
-                "circuit state changed"
-            );
+        match self.call(Call::Chat, &request.request_id, body, cost).await? {
+            Answer::Events(events) => Ok(events),
+            Answer::Body(_) => Err(BackendError::Protocol("expected a chat stream".into())),
         }
-        result
+    }
+
+    async fn embed(&self, request: EmbedRequest) -> Result<EmbedOutput, BackendError> {
+        crate::embeddings::embed(self, request).await
     }
 
     fn circuit_state(&self) -> CircuitState {

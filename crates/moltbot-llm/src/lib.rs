@@ -1,11 +1,12 @@
 //! The remote backend: any OpenAI-compatible `chat/completions` endpoint, always requested as a stream
 //! and mapped to [`moltbot_core::BackendEvent`]s, with timeouts, retries (exponential backoff, full
-//! jitter, `Retry-After`), API key rotation, a circuit breaker and outbound rate limits. Also the
-//! tiktoken-based [`TiktokenCounter`].
+//! jitter, `Retry-After`), API key rotation, a circuit breaker and outbound rate limits (the same
+//! machinery serves its `/embeddings`). Also the tiktoken-based [`TiktokenCounter`].
 
 mod backend;
 mod body;
 pub mod circuit;
+mod embeddings;
 mod errors;
 mod events;
 mod keys;

@@ -499,25 +499,42 @@ async function transcriptPage(view, id, gen) {
         t('delete'),
       ),
     ),
+    memoryNote(c.messages ?? []),
+    h('div', { class: 'transcript' }, (c.messages ?? []).map(transcriptMessage)),
+  );
+}
+
+/** The summary in force (conversation memory), if any: how many messages it stands for. */
+function memoryNote(messages) {
+  const active = messages.filter((m) => m.compaction && !m.compacted_by).pop();
+  if (!active) return null;
+  return h('p', { class: 'memory-note', id: 'memory-note' }, t('memory_note', { n: active.compaction.message_count }));
+}
+
+function transcriptMessage(m) {
+  const summary = m.compaction;
+  const classes = ['msg', m.role, summary ? 'summary' : '', m.compacted_by ? 'compacted' : ''].filter(Boolean);
+  return h(
+    'article',
+    { class: classes.join(' '), 'data-id': m.id },
     h(
-      'div',
-      { class: 'transcript' },
-      (c.messages ?? []).map((m) =>
-        h(
-          'article',
-          { class: `msg ${m.role}` },
-          h(
-            'header',
-            {},
-            h('strong', {}, m.role),
-            ' ',
-            h('span', { class: 'meta' }, [m.model, fmtTime(m.created_at), m.finish_reason].filter(Boolean).join(' · ')),
-            m.completion_tokens != null ? h('span', { class: 'meta' }, ` · ${m.prompt_tokens ?? 0}+${m.completion_tokens} tok`) : null,
-          ),
-          h('div', { class: 'md' }, renderMarkdown(m.content ?? '')),
-        ),
-      ),
+      'header',
+      {},
+      h('strong', {}, summary ? t('memory_summary') : m.role),
+      ' ',
+      m.compacted_by ? h('span', { class: 'badge warn' }, t('memory_compacted')) : null,
+      m.compacted_by ? ' ' : null,
+      h('span', { class: 'meta' }, [m.model, fmtTime(m.created_at), m.finish_reason].filter(Boolean).join(' · ')),
+      m.completion_tokens != null ? h('span', { class: 'meta' }, ` · ${m.prompt_tokens ?? 0}+${m.completion_tokens} tok`) : null,
     ),
+    summary
+      ? h(
+          'p',
+          { class: 'meta compaction' },
+          t('memory_compacted_n', { n: summary.message_count, model: summary.model, trigger: summary.trigger }),
+        )
+      : null,
+    h('div', { class: 'md' }, renderMarkdown(m.content ?? '')),
   );
 }
 

@@ -135,6 +135,21 @@ fn remote_backend(
     Ok(moltbot_llm::RemoteBackend::new(settings, client).with_token_counter(tokens))
 }
 
+/// `[memory]` as the chat service takes it.
+fn memory_settings(m: &moltbot_config::MemoryConfig) -> moltbot_core::MemorySettings {
+    moltbot_core::MemorySettings {
+        enabled: m.enabled,
+        compact_at: m.compact_at,
+        keep_recent: m.keep_recent,
+        summary_model: m.summary_model.clone(),
+        summary_max_tokens: m.summary_max_tokens,
+        prompt: m
+            .prompt
+            .clone()
+            .unwrap_or_else(|| moltbot_core::memory::DEFAULT_PROMPT.to_owned()),
+    }
+}
+
 /// Everything `serve` needs, from a validated configuration.
 pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<AppState> {
     // Install the metrics recorder before anything records (backends publish their circuit state).
@@ -153,12 +168,15 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
              chat requests will get 404 model_not_found"
         );
     }
-    let chat = Arc::new(ChatService::new(
-        store.clone(),
-        models,
-        clock.clone(),
-        config.store.record_exchanges,
-    ));
+    let chat = Arc::new(
+        ChatService::new(
+            store.clone(),
+            models,
+            clock.clone(),
+            config.store.record_exchanges,
+        )
+        .with_memory(memory_settings(&config.memory)),
+    );
     let mut auth = crate::auth::Auth::new(&config, store.clone(), clock.clone());
     if let Some(url) = &config.redis_url {
         let shared = crate::cluster::Shared::start(url, &config.cluster)

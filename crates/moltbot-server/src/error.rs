@@ -83,6 +83,14 @@ impl ApiError {
         }
     }
 
+    pub fn response_not_found(id: &str, param: &'static str) -> Self {
+        ApiError::NotFound {
+            param: Some(param),
+            message: format!("Response with id '{id}' not found."),
+            code: "response_not_found",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid { .. } | ApiError::ContextLength { .. } => StatusCode::BAD_REQUEST,
@@ -253,6 +261,7 @@ impl From<ChatError> for ApiError {
                 code: "model_not_found",
             },
             ChatError::ConversationNotFound(id) => ApiError::conversation_not_found(&id),
+            ChatError::ResponseNotFound(id) => ApiError::response_not_found(&id, "previous_response_id"),
             ChatError::ContextLength { param, message } => ApiError::ContextLength { param, message },
             ChatError::Backend(b) => ApiError::Backend(b),
             ChatError::Store(s) => s.into(),
@@ -268,6 +277,14 @@ impl From<StoreError> for ApiError {
                 message: "Not found.".into(),
                 code: "not_found",
             },
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                ApiError::Unavailable {
+                    message: "The service's database is unavailable; retry shortly.".into(),
+                    code: "database_unavailable",
+                    retry_after: Some(Duration::from_secs(5)),
+                }
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -42,6 +42,8 @@ pub fn chat_router(state: AppState) -> Router {
     let trusted = Arc::new(state.config.server.trusted_proxies.clone());
     Router::new()
         .merge(routes::chat::router().route_layer(from_fn_with_state(Scope::Chat, auth::require_scope)))
+        .merge(routes::embeddings::router().route_layer(from_fn_with_state(Scope::Chat, auth::require_scope)))
+        .merge(routes::responses::router().route_layer(from_fn_with_state(Scope::Chat, auth::require_scope)))
         .merge(routes::ws::router(&state))
         .merge(routes::models::router())
         .merge(routes::token::router())

@@ -30,6 +30,7 @@ pub fn start(m: &ModelConfig) -> anyhow::Result<(Arc<dyn ChatBackend>, Arc<dyn T
         threads: m.threads,
         batch_size: m.batch_size,
         queue_capacity: m.queue_capacity as usize,
+        pooling: m.pooling.map(pooling),
         ..EngineConfig::new(m.name.clone(), path)
     };
     let backend = Arc::new(
@@ -38,6 +39,15 @@ pub fn start(m: &ModelConfig) -> anyhow::Result<(Arc<dyn ChatBackend>, Arc<dyn T
     );
     let tokens = backend.token_counter();
     Ok((backend, tokens))
+}
+
+fn pooling(p: moltbot_config::Pooling) -> moltbot_engine::Pooling {
+    match p {
+        moltbot_config::Pooling::None => moltbot_engine::Pooling::None,
+        moltbot_config::Pooling::Mean => moltbot_engine::Pooling::Mean,
+        moltbot_config::Pooling::Cls => moltbot_engine::Pooling::Cls,
+        moltbot_config::Pooling::Last => moltbot_engine::Pooling::Last,
+    }
 }
 
 pub(crate) fn route(m: &ModelConfig, clock: &dyn Clock) -> anyhow::Result<ModelRoute> {

@@ -199,6 +199,8 @@ async fn history_is_trimmed_to_the_context_budget() {
     let srv = start_with(&fake, "", |c| {
         c.models[0].context_window = 400;
         c.models[0].max_tokens = 100;
+        // Plain trimming (compaction has its own tests in memory.rs).
+        c.memory.enabled = false;
     })
     .await;
     let conv: Value = srv

@@ -114,3 +114,87 @@ async fn registered_models_are_served_and_config_names_win() {
     );
     server.stop().await;
 }
+
+/// A Hermes-style template (tools in the system turn, `<tool_call>` JSON), as a `chat_template` override.
+const HERMES: &str = r#"{%- if tools %}<|im_start|>system
+<tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools>
+Call a tool as <tool_call>
+{"name": <name>, "arguments": <object>}
+</tool_call><|im_end|>
+{% endif %}{%- for message in messages %}<|im_start|>{{ message.role }}
+{{ message.content }}<|im_end|>
+{% endfor %}{%- if add_generation_prompt %}<|im_start|>assistant
+{% endif %}"#;
+
+#[tokio::test]
+async fn responses_api_on_a_local_model_with_json_output_and_tool_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny.gguf");
+    write_synthetic(&model, &SyntheticShape::tiny(), TensorType::F32, 5).unwrap();
+    // A JSON string is a valid TOML basic string (same escapes).
+    let template = serde_json::to_string(HERMES).unwrap();
+    let extra = format!(
+        "[[models]]\nname = \"tiny\"\nbackend = \"local\"\nmodel_path = \"{}\"\ncontext_window = 2048\n\
+         max_tokens = 600\nthreads = 1\nparallel = 1\n\n[[models]]\nname = \"tiny-tools\"\nbackend = \"local\"\n\
+         model_path = \"{}\"\ncontext_window = 2048\nmax_tokens = 600\nthreads = 1\nparallel = 1\nchat_template = {template}\n",
+        model.display(),
+        model.display()
+    );
+    let cfg = common::config(dir.path(), "http://127.0.0.1:1/v1", &extra);
+    let server = start_config(cfg, dir).await;
+
+    // JSON schema output from random weights: valid every time, because of the grammar.
+    let schema = json!({"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}},
+        "required": ["answer"], "additionalProperties": false});
+    let r = server
+        .post(
+            "/v1/responses",
+            json!({"model": "tiny", "input": "Is it raining?", "temperature": 1.0,
+                   "text": {"format": {"type": "json_schema", "name": "a", "schema": schema}}}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let text = body["output"][0]["content"][0]["text"].as_str().unwrap();
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    assert!(["yes", "no"].contains(&v["answer"].as_str().unwrap()), "{v}");
+
+    // A required tool call, streamed, through the Responses event sequence.
+    let tools = json!([{"type": "function", "name": "set_light",
+        "parameters": {"type": "object", "properties": {"on": {"type": "boolean"}}, "required": ["on"],
+                       "additionalProperties": false}}]);
+    let body = server
+        .post(
+            "/v1/responses",
+            json!({"model": "tiny-tools", "input": "Lights on", "tools": tools, "tool_choice": "required",
+                   "stream": true}),
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let last: serde_json::Value = body
+        .split("\n\n")
+        .filter_map(|f| f.split_once("\ndata: "))
+        .map(|(_, d)| serde_json::from_str(d).unwrap())
+        .last()
+        .unwrap();
+    assert_eq!(last["type"], "response.completed", "{body}");
+    let call = &last["response"]["output"][0];
+    assert_eq!(call["type"], "function_call", "{body}");
+    assert_eq!(call["name"], "set_light");
+    let args: serde_json::Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["on"].is_boolean(), "{args}");
+
+    // The chatml model without tool support refuses tools by name.
+    let r = server
+        .post(
+            "/v1/responses",
+            json!({"model": "tiny", "input": "x", "tools": tools}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "tools");
+    server.stop().await;
+}

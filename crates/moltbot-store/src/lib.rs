@@ -13,6 +13,7 @@
 //! ```
 
 mod channels;
+mod compaction;
 mod connect;
 mod error;
 mod keys;
@@ -20,6 +21,7 @@ mod listing;
 pub mod metrics;
 mod migrate;
 mod models;
+mod responses;
 mod rows;
 mod store;
 mod tx;

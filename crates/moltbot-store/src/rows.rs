@@ -4,8 +4,8 @@
 
 use moltbot_api::Usage;
 use moltbot_core::{
-    Conversation, IdempotencyRecord, MessageStatus, Role, StoreError, StoredMessage, StoredResponse,
-    TurnMeta, UsageRecord,
+    Compaction, Conversation, IdempotencyRecord, MessageStatus, Role, StoreError, StoredMessage,
+    StoredResponse, TurnMeta, UsageRecord,
 };
 use serde_json::{Map, Value};
 use sqlx::Row;
@@ -16,7 +16,8 @@ use crate::error::{corrupt, db_err};
 pub(crate) const CONVERSATION_COLUMNS: &str = "id, owner, created_at, metadata";
 
 pub(crate) const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, created_at, role, content, raw, status, \
-     model, backend, finish_reason, prompt_tokens, completion_tokens, latency_ms, request_id";
+     model, backend, finish_reason, prompt_tokens, completion_tokens, latency_ms, request_id, compaction, \
+     compacted_by";
 
 pub(crate) const USAGE_COLUMNS: &str = "id, owner, conversation_id, request_id, model, backend, \
      prompt_tokens, completion_tokens, latency_ms, outcome, created_at";
@@ -45,6 +46,13 @@ pub(crate) fn raw_json(raw: Option<&Value>) -> Result<Option<String>, StoreError
         .map_err(|e| StoreError::Database(format!("cannot encode message: {e}")))
 }
 
+pub(crate) fn compaction_json(compaction: Option<&Compaction>) -> Result<Option<String>, StoreError> {
+    compaction
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Database(format!("cannot encode compaction: {e}")))
+}
+
 pub(crate) fn headers_json(headers: &[(String, String)]) -> Result<String, StoreError> {
     serde_json::to_string(headers).map_err(|e| StoreError::Database(format!("cannot encode headers: {e}")))
 }
@@ -63,6 +71,7 @@ pub(crate) fn message(row: &AnyRow) -> Result<StoredMessage, StoreError> {
     let role: String = get(row, "role")?;
     let status: String = get(row, "status")?;
     let raw: Option<String> = get(row, "raw")?;
+    let compaction: Option<String> = get(row, "compaction")?;
     let prompt: Option<i64> = get(row, "prompt_tokens")?;
     let completion: Option<i64> = get(row, "completion_tokens")?;
     let usage = match (prompt, completion) {
@@ -92,6 +101,11 @@ pub(crate) fn message(row: &AnyRow) -> Result<StoredMessage, StoreError> {
             latency_ms: get(row, "latency_ms")?,
             request_id: get(row, "request_id")?,
         },
+        compaction: compaction
+            .map(|c| serde_json::from_str(&c))
+            .transpose()
+            .map_err(|e| corrupt("message compaction", e))?,
+        compacted_by: get(row, "compacted_by")?,
     })
 }
 

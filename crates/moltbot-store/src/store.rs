@@ -217,7 +217,7 @@ impl Store for SqlStore {
         let _timer = QueryTimer::start("context_messages");
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages \
-             WHERE conversation_id = $1 AND status IN ('completed', 'truncated') \
+             WHERE conversation_id = $1 AND status IN ('completed', 'truncated') AND compacted_by IS NULL \
                AND (role IN ('system', 'developer') \
                     OR seq IN (SELECT seq FROM messages \
                                WHERE conversation_id = $1 AND status IN ('completed', 'truncated') \
@@ -251,12 +251,20 @@ impl Store for SqlStore {
 
     async fn delete_message(&self, conversation_id: &str, message_id: &str) -> StoreResult<bool> {
         let _timer = QueryTimer::start("delete_message");
+        // Deleting a compaction item gives back what it replaced (see `crate::compaction`).
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+        .map_err(db_err)?;
+        crate::compaction::release_replaced(&mut tx, conversation_id, message_id).await?;
         let done = sqlx::query("DELETE FROM messages WHERE conversation_id = $1 AND id = $2")
             .bind(conversation_id)
             .bind(message_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         Ok(done.rows_affected() > 0)
     }
 

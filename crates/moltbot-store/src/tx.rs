@@ -99,8 +99,8 @@ impl StoreTx for SqlTx {
             let usage = m.meta.usage.as_ref();
             sqlx::query(
                 "INSERT INTO messages (id, conversation_id, seq, created_at, role, content, raw, status, model, \
-                 backend, finish_reason, prompt_tokens, completion_tokens, latency_ms, request_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                 backend, finish_reason, prompt_tokens, completion_tokens, latency_ms, request_id, compaction) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
             )
             .bind(m.id.as_str())
             .bind(conversation_id)
@@ -117,6 +117,7 @@ impl StoreTx for SqlTx {
             .bind(usage.map(|u| i64::from(u.completion_tokens)))
             .bind(m.meta.latency_ms)
             .bind(m.meta.request_id.as_deref())
+            .bind(rows::compaction_json(m.compaction.as_ref())?)
             .execute(&mut *self.tx)
             .await
             .map_err(db_err)?;
@@ -130,9 +131,26 @@ impl StoreTx for SqlTx {
                 raw: m.raw.clone(),
                 status: m.status,
                 meta: m.meta.clone(),
+                compaction: m.compaction.clone(),
+                compacted_by: None,
             });
         }
         Ok(stored)
+    }
+
+    async fn insert_compaction(
+        &mut self,
+        conversation_id: &str,
+        summary: &NewMessage,
+        now: i64,
+    ) -> StoreResult<StoredMessage> {
+        // Claim the replaced items first: a concurrent compaction that claimed one of them already
+        // makes this one a `Conflict` before anything is appended.
+        crate::compaction::mark_replaced(&mut self.tx, conversation_id, summary).await?;
+        let mut stored = self
+            .append_messages(conversation_id, std::slice::from_ref(summary), now)
+            .await?;
+        stored.pop().ok_or(StoreError::NotFound)
     }
 
     async fn set_message_status(&mut self, message_id: &str, status: MessageStatus) -> StoreResult<()> {
@@ -203,6 +221,13 @@ impl StoreTx for SqlTx {
         .await
         .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn insert_response(
+        &mut self,
+        response: &moltbot_core::responses::ResponseRecord,
+    ) -> StoreResult<()> {
+        crate::responses::insert(&mut self.tx, response).await
     }
 
     async fn revoke_api_key(&mut self, id: &str, now: i64) -> StoreResult<bool> {

@@ -12,9 +12,11 @@
 //! # }
 //! ```
 
+mod embeddings;
 mod script;
 mod server;
 mod sse;
 
+pub use embeddings::{FAKE_EMBEDDING_DIMS, fake_embedding};
 pub use script::{Failure, Reply, Script, StatusReply, ToolCall, UsageMode};
 pub use server::{FakeConfig, FakeUpstream, RecordedRequest};

@@ -90,6 +90,9 @@ pub struct Script {
     pub fail_after: Option<(usize, Failure)>,
     /// Never send a byte (not even headers).
     pub hang: bool,
+    /// Close the connection without an answer once the request is read (the client sees the
+    /// connection end before a status line).
+    pub reset: bool,
     pub usage: UsageMode,
     /// `(prompt_tokens, completion_tokens)`; default: number of messages received, number of chunks.
     pub usage_tokens: Option<(u32, u32)>,
@@ -119,6 +122,7 @@ impl Script {
             key_status: Vec::new(),
             fail_after: None,
             hang: false,
+            reset: false,
             usage: UsageMode::WhenRequested,
             usage_tokens: None,
             finish_reason: "stop".to_owned(),
@@ -157,6 +161,14 @@ impl Script {
     pub fn hang() -> Self {
         Self {
             hang: true,
+            ..Self::default()
+        }
+    }
+
+    /// Close the connection without answering.
+    pub fn reset() -> Self {
+        Self {
+            reset: true,
             ..Self::default()
         }
     }

@@ -72,8 +72,12 @@ impl RecordedRequest {
     }
 }
 
+/// Picks the script of a chat request that finds the queue empty, from its number (from 1).
+type Chooser = Box<dyn FnMut(u64) -> Script + Send>;
+
 struct Shared {
     default_script: Mutex<Script>,
+    chooser: Mutex<Option<Chooser>>,
     queue: Mutex<VecDeque<Script>>,
     requests: Mutex<Vec<RecordedRequest>>,
     models: Vec<String>,
@@ -100,6 +104,7 @@ impl FakeUpstream {
         let (closed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             default_script: Mutex::new(config.default_script),
+            chooser: Mutex::new(None),
             queue: Mutex::new(VecDeque::new()),
             requests: Mutex::new(Vec::new()),
             models: config.models,
@@ -109,6 +114,7 @@ impl FakeUpstream {
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -136,6 +142,12 @@ impl FakeUpstream {
     /// Queue a script for the next request (scripts are used in order, then the default).
     pub fn push(&self, script: Script) {
         lock(&self.shared.queue).push_back(script);
+    }
+
+    /// Chat requests that find the queue empty get `chooser(request number)` instead of the default
+    /// script (for fault mixes chosen per request).
+    pub fn set_chooser(&self, chooser: impl FnMut(u64) -> Script + Send + 'static) {
+        *lock(&self.shared.chooser) = Some(Box::new(chooser));
     }
 
     pub fn set_default(&self, script: Script) {
@@ -264,6 +276,43 @@ fn last_user_text(body: &Value) -> String {
     }
 }
 
+/// What the echo script does about tools, acting like a model that follows orders: with `tools` in the
+/// request and a last user message `call NAME {json}`, it calls NAME with those arguments (NAME must
+/// be one of the tools); when the last message is a tool result, it echoes the result.
+enum EchoTool {
+    Call { name: String, arguments: String },
+    Result(String),
+    None,
+}
+
+fn echo_tool(body: &Value) -> EchoTool {
+    let messages = body.get("messages").and_then(Value::as_array);
+    let last = messages.and_then(|m| m.last());
+    if let Some(m) = last.filter(|m| m["role"] == "tool") {
+        return EchoTool::Result(m["content"].as_str().unwrap_or("").to_owned());
+    }
+    let tools: Vec<&str> = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    let text = last_user_text(body);
+    if let Some(rest) = text.strip_prefix("call ")
+        && let Some((name, args)) = rest.split_once(' ')
+        && tools.contains(&name)
+        && serde_json::from_str::<Value>(args).is_ok()
+        && body["tool_choice"] != "none"
+    {
+        return EchoTool::Call {
+            name: name.to_owned(),
+            arguments: args.to_owned(),
+        };
+    }
+    EchoTool::None
+}
+
 fn error_response(reply: &crate::StatusReply) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = reply.body.clone().unwrap_or_else(|| {
@@ -277,11 +326,45 @@ fn error_response(reply: &crate::StatusReply) -> Response {
     resp
 }
 
+/// Deterministic vectors ([`crate::fake_embedding`]); the queued script's delay, hang and error
+/// statuses apply as for chat.
+async fn embeddings(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let _ = record(&shared, "POST", "/v1/embeddings", &headers, &json);
+    let script = lock(&shared.queue)
+        .pop_front()
+        .unwrap_or_else(|| lock(&shared.default_script).clone());
+    let mut guard = CloseGuard {
+        shared: shared.clone(),
+        done: false,
+    };
+    if !script.headers_delay.is_zero() {
+        tokio::time::sleep(script.headers_delay).await;
+    }
+    if script.hang {
+        std::future::pending::<()>().await;
+    }
+    guard.disarm();
+    let key = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(err) = script.error_for(key) {
+        return error_response(err);
+    }
+    match crate::embeddings::answer(&json) {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(message) => error_response(&crate::StatusReply::new(400).body(json!({"error": {
+            "message": message, "type": "invalid_request_error", "param": "input", "code": null}}))),
+    }
+}
+
 async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let n = record(&shared, "POST", "/v1/chat/completions", &headers, &json);
-    let script = lock(&shared.queue)
-        .pop_front()
+    let queued = lock(&shared.queue).pop_front();
+    let script = queued
+        .or_else(|| lock(&shared.chooser).as_mut().map(|choose| choose(n)))
         .unwrap_or_else(|| lock(&shared.default_script).clone());
 
     // Until headers are sent, a dropped handler means the client went away.
@@ -296,6 +379,12 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         std::future::pending::<()>().await;
     }
     guard.disarm();
+    if script.reset {
+        // A body that fails before its first byte: hyper drops the connection without having
+        // flushed the status line.
+        let fail = stream::once(async { Err::<Bytes, _>(std::io::Error::other("fake upstream reset")) });
+        return Response::new(Body::from_stream(fail));
+    }
 
     let key = headers
         .get(header::AUTHORIZATION)
@@ -305,9 +394,17 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         return error_response(err);
     }
 
+    let mut script = script;
     let text = match &script.reply {
         crate::Reply::Text(t) => t.clone(),
-        crate::Reply::Echo => format!("echo: {}", last_user_text(&json)),
+        crate::Reply::Echo => match echo_tool(&json) {
+            EchoTool::Call { name, arguments } => {
+                script = script.tool_call(&format!("call_fake_{n}"), &name, &arguments);
+                String::new()
+            }
+            EchoTool::Result(text) => format!("echo: tool result: {text}"),
+            EchoTool::None => format!("echo: {}", last_user_text(&json)),
+        },
     };
     let reply = Answer {
         id: format!("chatcmpl-fake-{n}"),

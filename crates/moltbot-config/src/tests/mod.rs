@@ -3,6 +3,7 @@
 mod channels;
 mod docs;
 mod layers;
+mod memory;
 mod rules;
 mod secrets;
 mod seed;

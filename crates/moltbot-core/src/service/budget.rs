@@ -46,6 +46,11 @@ impl Budget {
         }
     }
 
+    /// Tokens the prompt may take: the context window less the output tokens kept free.
+    pub fn prompt_limit(&self, route: &ModelRoute) -> usize {
+        route.context_window.saturating_sub(self.reserve) as usize
+    }
+
     /// Keep every instruction and the new messages, then as much recent history as fits.
     pub fn trim_history(
         &self,
@@ -53,7 +58,7 @@ impl Budget {
         history: Vec<ChatMessage>,
         new: &[ChatMessage],
     ) -> Result<Vec<ChatMessage>, ChatError> {
-        let limit = route.context_window.saturating_sub(self.reserve) as usize;
+        let limit = self.prompt_limit(route);
         let (instructions, rest): (Vec<_>, Vec<_>) = history
             .into_iter()
             .partition(|m| Role::parse(&m.role).is_some_and(Role::is_instruction));

@@ -3,6 +3,7 @@
 //! fallback, and hands back a [`Turn`] whose recorder commits the reply.
 
 mod budget;
+mod compaction;
 mod recorder;
 mod registry;
 mod validate;
@@ -15,6 +16,7 @@ use moltbot_api::{ChatCompletionRequest, ChatMessage};
 use serde_json::Map;
 
 pub use budget::Budget;
+pub use compaction::{COMPACTIONS, CompactRequest};
 pub use recorder::{TurnOutcome, TurnRecorder};
 pub use registry::{ModelRegistry, ModelRoute};
 pub use validate::validate_request;
@@ -37,6 +39,8 @@ pub enum ChatError {
     ModelNotFound(String),
     #[error("Conversation `{0}` not found")]
     ConversationNotFound(String),
+    #[error("Response `{0}` not found")]
+    ResponseNotFound(String),
     #[error("{message}")]
     ContextLength { param: Option<String>, message: String },
     #[error(transparent)]
@@ -64,6 +68,16 @@ pub struct TurnInput {
     /// A stored conversation to continue (body field or header).
     pub conversation: Option<String>,
     pub request_id: String,
+    /// A system message for this turn only: first in the prompt, never stored (Responses
+    /// `instructions`).
+    pub instructions: Option<String>,
+    /// Earlier context that is not stored again (a Responses `previous_response_id` chain): trimmed to
+    /// the budget like stored history. Ignored when `conversation` is set.
+    pub history: Option<Vec<ChatMessage>>,
+    /// Whether a request without `conversation` may be grouped into a stored conversation by its
+    /// history (Chat Completions' recording mode). `false` for the Responses API, whose record is the
+    /// stored response.
+    pub group: bool,
 }
 
 /// A started generation.
@@ -86,6 +100,9 @@ pub struct ChatService {
     record_exchanges: bool,
     /// How many stored messages are considered for context at most.
     history_limit: u32,
+    /// Conversation memory (compaction, see `compaction`).
+    memory: crate::memory::MemorySettings,
+    flights: compaction::Flights,
 }
 
 impl ChatService {
@@ -101,6 +118,8 @@ impl ChatService {
             clock,
             record_exchanges,
             history_limit: 500,
+            memory: crate::memory::MemorySettings::default(),
+            flights: compaction::Flights::default(),
         }
     }
 
@@ -131,6 +150,10 @@ impl ChatService {
         let explicit_max = req.max_completion_tokens.or(req.max_tokens);
 
         // 1. Work out the prompt and which messages are new.
+        let instructions = input
+            .instructions
+            .as_ref()
+            .map(|text| ChatMessage::text("system", text.clone()));
         let plan = match &input.conversation {
             Some(id) => {
                 let conv = self
@@ -138,9 +161,17 @@ impl ChatService {
                     .get_conversation(&owner, id)
                     .await?
                     .ok_or_else(|| ChatError::ConversationNotFound(id.clone()))?;
-                let history = self.store.context_messages(&conv.id, self.history_limit).await?;
-                let history: Vec<ChatMessage> = history.iter().map(stored_to_chat).collect();
                 let budget = Budget::for_route(&route, explicit_max)?;
+                let history = self
+                    .conversation_context(
+                        &conv,
+                        &route,
+                        &budget,
+                        instructions,
+                        &req.messages,
+                        &input.request_id,
+                    )
+                    .await?;
                 let prompt = budget.trim_history(&route, history, &req.messages)?;
                 Plan {
                     conversation: Some(conv.id),
@@ -150,7 +181,22 @@ impl ChatService {
                     tip: None,
                 }
             }
-            None if self.record_exchanges => {
+            None if input.history.is_some() || instructions.is_some() => {
+                let history: Vec<ChatMessage> = instructions
+                    .into_iter()
+                    .chain(input.history.iter().flatten().cloned())
+                    .collect();
+                let budget = Budget::for_route(&route, explicit_max)?;
+                let prompt = budget.trim_history(&route, history, &req.messages)?;
+                Plan {
+                    conversation: None,
+                    create: false,
+                    prompt,
+                    new_from: None,
+                    tip: None,
+                }
+            }
+            None if self.record_exchanges && input.group => {
                 let split = stored_prefix_len(&req.messages);
                 let found = match split {
                     Some(n) => {
@@ -189,7 +235,7 @@ impl ChatService {
 
         // 2. Store the new messages (in progress until the reply is committed).
         let new_messages: Vec<NewMessage> = match (&plan.conversation, plan.new_from, plan.create) {
-            _ if !self.record_exchanges && input.conversation.is_none() => Vec::new(),
+            _ if (!self.record_exchanges || !input.group) && input.conversation.is_none() => Vec::new(),
             (_, Some(from), _) => req.messages[from..]
                 .iter()
                 .map(|m| chat_to_new(m, &input.request_id))

@@ -37,6 +37,8 @@ pub struct TurnOutcome {
     pub tool_calls: Option<Value>,
     /// `true` when the client received only part of the reply.
     pub truncated: bool,
+    /// A Responses API response to store in the same transaction (`store: true`).
+    pub response: Option<crate::responses::ResponseRecord>,
 }
 
 pub struct TurnRecorder {
@@ -187,6 +189,9 @@ async fn write_turn(
     let result = if outcome.truncated { "cancelled" } else { "ok" };
     tx.insert_usage(&usage_record(&init, backend, &usage, result, now))
         .await?;
+    if let Some(response) = &outcome.response {
+        tx.insert_response(response).await?;
+    }
     tx.commit().await
 }
 

@@ -8,7 +8,10 @@ use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-pub use writer::{CHATML_TEMPLATE, GgufWriter, SyntheticShape, TensorType, write_synthetic};
+pub use writer::{
+    CHATML_TEMPLATE, GgufWriter, SyntheticOptions, SyntheticShape, TensorType, write_synthetic,
+    write_synthetic_with,
+};
 
 pub const MAGIC: &[u8; 4] = b"GGUF";
 

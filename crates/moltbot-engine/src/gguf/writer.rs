@@ -260,6 +260,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 const ALIGN: u64 = 32;
 
+/// Metadata a synthetic model may carry besides its shape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyntheticOptions {
+    /// `llama.pooling_type` (llama.cpp's numbers: 1 mean, 2 cls, 3 last): an embedding model.
+    pub pooling_type: Option<u32>,
+}
+
 /// Write a random-weight llama model of `shape` with matrices in `ty` (`F32`, `F16` or `Q8_0`; norms
 /// are always F32). The same `seed` gives the same file.
 pub fn write_synthetic(
@@ -267,6 +274,17 @@ pub fn write_synthetic(
     shape: &SyntheticShape,
     ty: TensorType,
     seed: u64,
+) -> std::io::Result<()> {
+    write_synthetic_with(path, shape, ty, seed, &SyntheticOptions::default())
+}
+
+/// [`write_synthetic`] with extra metadata (e.g. a pooling type, for a tiny embedding model).
+pub fn write_synthetic_with(
+    path: &Path,
+    shape: &SyntheticShape,
+    ty: TensorType,
+    seed: u64,
+    options: &SyntheticOptions,
 ) -> std::io::Result<()> {
     if !matches!(ty, TensorType::F32 | TensorType::F16 | TensorType::Q8_0) {
         return Err(std::io::Error::other(format!(
@@ -294,6 +312,9 @@ pub fn write_synthetic(
     w.u32("llama.attention.head_count_kv", shape.n_head_kv);
     w.u32("llama.rope.dimension_count", shape.n_embd / shape.n_head);
     w.f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+    if let Some(p) = options.pooling_type {
+        w.u32("llama.pooling_type", p);
+    }
     let (tokens, types) = vocab(shape.n_vocab);
     w.str("tokenizer.ggml.model", "llama");
     w.str_array("tokenizer.ggml.tokens", &tokens);

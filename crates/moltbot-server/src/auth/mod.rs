@@ -128,6 +128,7 @@ impl From<AuthError> for ApiError {
                 message: "The admin session is invalid or has expired; sign in again.".into(),
                 code: "invalid_session",
             },
+            AuthError::Store(e @ StoreError::Unavailable(_)) => e.into(),
             AuthError::Store(e) => ApiError::internal(format!("API key lookup failed: {e}")),
         }
     }

@@ -349,6 +349,9 @@ pub(crate) async fn generate(
             request: request.clone(),
             conversation: Some(conversation.clone()),
             request_id: request_id.to_owned(),
+            instructions: None,
+            history: None,
+            group: true,
         };
         match state.chat.start(input).await {
             Ok(t) => break t,

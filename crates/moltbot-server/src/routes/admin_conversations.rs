@@ -68,6 +68,12 @@ pub struct TranscriptMessage {
     pub finish_reason: Option<String>,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// On a summary (conversation memory): what it replaced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<moltbot_api::CompactionDetails>,
+    /// On a message replaced by a summary: that summary's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compacted_by: Option<String>,
 }
 
 /// `GET /admin/api/conversations/{id}`, and the JSON export.
@@ -207,6 +213,8 @@ fn transcript_message(m: &StoredMessage) -> TranscriptMessage {
         finish_reason: m.meta.finish_reason.clone(),
         prompt_tokens: m.meta.usage.as_ref().map(|u| u.prompt_tokens),
         completion_tokens: m.meta.usage.as_ref().map(|u| u.completion_tokens),
+        compaction: m.compaction.as_ref().map(super::compaction::compaction_details),
+        compacted_by: m.compacted_by.clone(),
     }
 }
 
@@ -306,6 +314,14 @@ pub fn markdown(d: &AdminConversationDetail) -> String {
         let mut notes: Vec<&str> = m.model.as_deref().into_iter().collect();
         if m.status != "completed" {
             notes.push(m.status);
+        }
+        let summary_of;
+        if let Some(c) = &m.compaction {
+            "Summary".clone_into(&mut role);
+            summary_of = format!("compacts {} earlier messages, by {}", c.message_count, c.model);
+            notes.push(&summary_of);
+        } else if m.compacted_by.is_some() {
+            notes.push("compacted");
         }
         let notes = if notes.is_empty() {
             String::new()

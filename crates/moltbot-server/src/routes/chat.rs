@@ -88,6 +88,9 @@ pub async fn create(
         request,
         conversation,
         request_id: current_request_id().unwrap_or_default(),
+        instructions: None,
+        history: None,
+        group: true,
     };
     let turn = match state.chat.start(input).await {
         Ok(turn) => turn,
@@ -130,6 +133,7 @@ pub(crate) fn outcome(reply: &ReplyCollector, recorder: &TurnRecorder) -> (TurnO
         usage: Some(usage.clone()),
         tool_calls: reply.tool_calls_value(),
         truncated: false,
+        response: None,
     };
     (outcome, usage, reason)
 }

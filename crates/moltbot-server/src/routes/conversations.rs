@@ -31,6 +31,10 @@ pub fn router() -> Router<AppState> {
         .route(ONE, get(retrieve).post(update).delete(delete))
         .route(ITEMS, get(list_items).post(create_items))
         .route(ITEM, get(retrieve_item).delete(delete_item))
+        .route(
+            super::compaction::COMPACT,
+            axum::routing::post(super::compaction::compact),
+        )
 }
 
 fn conversation_object(c: &Conversation) -> ConversationObject {
@@ -76,7 +80,7 @@ pub fn item_object(m: &StoredMessage) -> ConversationItem {
     } else {
         "input_text"
     };
-    ConversationItem {
+    let item = ConversationItem {
         id: m.id.clone(),
         kind: "message".into(),
         role: m.role.as_str().into(),
@@ -86,7 +90,10 @@ pub fn item_object(m: &StoredMessage) -> ConversationItem {
         }],
         status: m.status.api_status().into(),
         created_at: m.created_at,
-    }
+        compaction: None,
+        compacted_by: None,
+    };
+    super::compaction::with_memory(m, item)
 }
 
 /// OpenAI's limits: at most 16 pairs, keys up to 64 characters, string values up to 512.

@@ -9,12 +9,15 @@ pub mod admin_settings;
 pub mod admin_usage;
 pub mod assets;
 pub mod chat;
+pub mod compaction;
 pub mod conversations;
 pub mod debug;
+pub mod embeddings;
 pub mod health;
 pub mod metrics;
 pub mod models;
 pub mod openapi;
+pub mod responses;
 pub mod token;
 pub mod ws;
 

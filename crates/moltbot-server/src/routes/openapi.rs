@@ -14,6 +14,11 @@ pub const PATH: &str = "/openapi.json";
     info(title = "moltbot dialog service", description = "OpenAI-compatible chat API of moltbot."),
     paths(
         super::chat::create,
+        super::embeddings::create,
+        super::responses::create,
+        super::responses::retrieve,
+        super::responses::delete,
+        super::responses::input_items,
         super::models::list,
         super::conversations::list,
         super::conversations::create,
@@ -24,6 +29,7 @@ pub const PATH: &str = "/openapi.json";
         super::conversations::create_items,
         super::conversations::retrieve_item,
         super::conversations::delete_item,
+        super::compaction::compact,
         super::health::health,
         super::health::ready,
         super::token::create,
@@ -32,6 +38,8 @@ pub const PATH: &str = "/openapi.json";
     ),
     tags(
         (name = "chat", description = "Chat completions"),
+        (name = "embeddings", description = "Embeddings from remote and local models"),
+        (name = "responses", description = "OpenAI's Responses API, bridged onto every backend"),
         (name = "conversations", description = "Server-side conversations (OpenAI's Conversations API)"),
         (name = "models", description = "Configured models"),
         (name = "health", description = "Liveness and readiness"),

@@ -218,6 +218,12 @@ fn describe() {
         Unit::Count,
         "Outbound webhook delivery attempts by outcome."
     );
+    describe_counter!(
+        moltbot_core::COMPACTIONS,
+        Unit::Count,
+        "Conversation compactions (memory) by trigger (auto, manual) and outcome (ok; failed: the context \
+         was trimmed instead; conflict: another replica compacted first)."
+    );
     moltbot_llm::metrics::describe();
     moltbot_store::metrics::describe();
 }

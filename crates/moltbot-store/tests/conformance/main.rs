@@ -5,6 +5,7 @@
 //! Test names carry the backend: `sqlite::appends_are_sequenced`, `postgres::appends_are_sequenced`, …
 
 mod channels;
+mod compaction;
 mod conversations;
 mod harness;
 mod keys;
@@ -12,6 +13,7 @@ mod listing;
 mod messages;
 mod models;
 mod records;
+mod responses;
 mod schema;
 mod specific;
 mod webhooks;
@@ -63,8 +65,12 @@ conformance!(
     messages::set_message_status_updates,
     messages::get_and_delete_message,
     messages::appends_are_sequenced,
+    compaction::compaction_replaces_messages_in_context,
+    compaction::compaction_of_claimed_items_conflicts,
+    compaction::concurrent_compactions_have_one_winner,
     records::usage_insert_and_list,
     records::idempotency_lifecycle,
+    responses::responses_commit_with_the_turn_and_are_owner_scoped,
     keys::api_keys_lifecycle,
     keys::bootstrap_happens_once,
     keys::bootstrap_skipped_when_keys_exist,

@@ -429,6 +429,9 @@ async fn chat_turn(
         request,
         conversation: Some(conversation.clone()),
         request_id: request_id.to_owned(),
+        instructions: None,
+        history: None,
+        group: true,
     };
     let id = chat.id.as_str();
     let started = tokio::select! {

@@ -93,6 +93,9 @@ impl Local {
             },
             conversation: ex.conversation.map(str::to_owned),
             request_id: moltbot_core::ids::request_id(),
+            instructions: None,
+            history: None,
+            group: true,
         };
         let mut reply = Reply {
             conversation: ex.conversation.map(str::to_owned),
@@ -153,6 +156,7 @@ impl Local {
             usage: Some(usage),
             tool_calls: collected.tool_calls_value(),
             truncated: false,
+            response: None,
         };
         if let Err(e) = recorder.commit(outcome).await {
             return reply.failed(store_failure(&e));
