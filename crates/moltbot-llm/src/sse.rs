@@ -4,7 +4,8 @@
 
 use std::mem;
 
-/// Longest line accepted; a longer one is a protocol error (a misbehaving upstream).
+/// Longest line accepted, and the most `data` one event may accumulate over its lines; more is a
+/// protocol error (a misbehaving upstream), so memory stays bounded whatever the upstream sends.
 pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
 /// One dispatched event. `id:` and `retry:` are ignored.
@@ -16,7 +17,7 @@ pub struct SseEvent {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("SSE line longer than {MAX_LINE_BYTES} bytes")]
+#[error("SSE line or event longer than {MAX_LINE_BYTES} bytes")]
 pub struct LineTooLong;
 
 #[derive(Debug, Default)]
@@ -47,7 +48,7 @@ impl SseParser {
         }
         while let Some(pos) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
             self.line.extend_from_slice(&bytes[..pos]);
-            self.end_line(&mut out);
+            self.end_line(&mut out)?;
             let cr = bytes[pos] == b'\r';
             bytes = &bytes[pos + 1..];
             if cr {
@@ -70,13 +71,13 @@ impl SseParser {
     pub fn finish(&mut self) -> Option<SseEvent> {
         let mut out = Vec::new();
         if !self.line.is_empty() {
-            self.end_line(&mut out);
+            self.end_line(&mut out).ok()?;
         }
-        self.end_line(&mut out); // a blank line
+        self.end_line(&mut out).ok()?; // a blank line
         out.pop()
     }
 
-    fn end_line(&mut self, out: &mut Vec<SseEvent>) {
+    fn end_line(&mut self, out: &mut Vec<SseEvent>) -> Result<(), LineTooLong> {
         let bytes = mem::take(&mut self.line);
         let mut line = String::from_utf8_lossy(&bytes);
         if !self.seen_first_line {
@@ -97,10 +98,10 @@ impl SseParser {
             } else {
                 self.event = None;
             }
-            return;
+            return Ok(());
         }
         if line.starts_with(':') {
-            return;
+            return Ok(());
         }
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
@@ -108,6 +109,9 @@ impl SseParser {
         };
         match field {
             "data" => {
+                if self.data.len() + value.len() + 1 > MAX_LINE_BYTES {
+                    return Err(LineTooLong);
+                }
                 self.data.push_str(value);
                 self.data.push('\n');
                 self.has_data = true;
@@ -115,6 +119,7 @@ impl SseParser {
             "event" => self.event = Some(value.to_owned()),
             _ => {} // id, retry, unknown fields
         }
+        Ok(())
     }
 }
 

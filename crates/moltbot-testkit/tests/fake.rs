@@ -151,3 +151,38 @@ async fn hostile_stream_reassembles_to_valid_events() {
     let text = String::from_utf8(all).unwrap();
     assert!(text.contains(": keep-alive") && text.contains("\r\n") && text.contains("[DONE]"));
 }
+
+#[tokio::test]
+async fn reset_closes_the_connection_without_a_status_line() {
+    let fake = FakeUpstream::start(FakeConfig {
+        default_script: Script::reset(),
+        ..Default::default()
+    })
+    .await;
+    let err = client()
+        .post(format!("{}/chat/completions", fake.base_url()))
+        .json(&chat_body(true))
+        .send()
+        .await
+        .expect_err("no response at all");
+    assert!(err.is_request() && !err.is_status(), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_chooser_scripts_requests_the_queue_does_not() {
+    let fake = FakeUpstream::start(FakeConfig::default()).await;
+    fake.push(Script::status(500));
+    fake.set_chooser(|n| {
+        if n % 2 == 0 {
+            Script::status(503)
+        } else {
+            Script::echo()
+        }
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(post(&fake, "sk-x", &chat_body(false)).await.status().as_u16());
+    }
+    // Request 1 takes the queued script; then the chooser decides by request number.
+    assert_eq!(statuses, [500, 503, 200, 503]);
+}

@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""moltbot's benchmark harness (`make bench`): one reproducible run, every figure a ratio against a baseline
+measured in the same run, written to bench/REPORT.md.
+
+Processes (release builds): the fake OpenAI-compatible upstream (`moltbot-fake-upstream`, Rust), moltbot, and the
+load generator (`moltbot-load`, Rust, HDR histograms; open-loop mode corrects coordinated omission). On a machine
+with several cores they are pinned with taskset: moltbot alone on core 0, the upstream and the load generator on
+the others (on 2 cores they share core 1). CPU is read from /proc/<pid>/stat (utime + stime) around each
+measured phase, so "gateway CPU per request" is moltbot's own CPU, not the machine's.
+
+Figures (median of --runs runs each):
+- non-streaming proxy at concurrency 1, 16, 64, 256: requests/s, p50/p99 and moltbot CPU per request — direct
+  to the upstream (baseline) and through moltbot with recording off, on SQLite and on PostgreSQL;
+- streaming: time to first token added, moltbot CPU per streamed chunk;
+- concurrent SSE streams held (1k, 5k, 10k): RSS per stream;
+- startup to /ready and idle RSS;
+- persisted turns per second (SQLite, PostgreSQL): the recording-on throughput, checked against the rows stored.
+
+Only 127.0.0.1 is contacted; every phase is bounded in requests and time.
+
+    python3 bench/harness.py [--quick] [--runs 3] [--out bench/REPORT.md] [--target-dir target/bench]
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK = os.sysconf("SC_CLK_TCK")
+KEY = "mb_bench_" + os.urandom(16).hex()
+PG_URL = os.environ.get("MOLTBOT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+CORES = os.cpu_count() or 1
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def pin(cmd, role):
+    """taskset prefix: moltbot on core 0, everything else on the remaining cores."""
+    if CORES < 2:
+        return cmd
+    cores = "0" if role == "moltbot" else f"1-{CORES - 1}"
+    return ["taskset", "-c", cores, *cmd]
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, hard
+
+
+class Fake:
+    def __init__(self, bins, *args):
+        self.proc = subprocess.Popen(pin([bins["fake"], *args], "fake"), stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        u = urllib.parse.urlsplit(self.url)
+        self.chat_url = f"http://{u.netloc}/v1/chat/completions"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+class Moltbot:
+    def __init__(self, bins, upstream, database_url=None, record=True, extra_env=None):
+        self.dir = tempfile.TemporaryDirectory(prefix="moltbot-bench-")
+        ready = os.path.join(self.dir.name, "ready.json")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MOLTBOT_")}
+        env.update({
+            "MODEL_ENDPOINT": upstream, "API_KEY": "sk-bench", "MODEL_NAME": "fake-model",
+            "MOLTBOT_CHAT_ADDR": "127.0.0.1:0", "MOLTBOT_ADMIN_ADDR": "127.0.0.1:0",
+            "MOLTBOT_LOG__LEVEL": "warn", "MOLTBOT_SERVER__SHUTDOWN_DELAY": "10ms",
+            "MOLTBOT_BOOTSTRAP_ADMIN_KEY": KEY,
+            "MOLTBOT_STORE__RECORD_EXCHANGES": "true" if record else "false",
+        })
+        if database_url:
+            env["MOLTBOT_DATABASE_URL"] = database_url
+        env.update(extra_env or {})
+        if database_url:
+            # PostgreSQL is prepared by the operator command (it also creates the admin key there).
+            subprocess.run([bins["moltbot"], "init-db"], cwd=self.dir.name, env=env, check=True,
+                           capture_output=True)
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen(pin([bins["moltbot"], "serve", "--migrate", "--ready-file", ready], "moltbot"),
+                                     cwd=self.dir.name, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=open(os.path.join(self.dir.name, "log"), "wb"))
+        while not os.path.exists(ready) or os.path.getsize(ready) == 0:
+            if self.proc.poll() is not None or time.perf_counter() - self.t0 > 60:
+                raise RuntimeError("moltbot did not start: " + open(os.path.join(self.dir.name, "log")).read()[-2000:])
+            time.sleep(0.0005)
+        self.addr = json.load(open(ready))["chat_addr"]
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{self.addr}/ready", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.0005)
+        self.startup_s = time.perf_counter() - self.t0
+        self.pid = self.proc.pid
+
+    @property
+    def chat_url(self):
+        return f"http://{self.addr}/v1/chat/completions"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=60)
+        self.dir.cleanup()
+
+
+def load(bins, url, body, **kw):
+    cmd = [bins["load"], "--url", url, "--body", json.dumps(body), "--key", KEY]
+    for k, v in kw.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            cmd.append(flag)
+        elif v is not None and v is not False:
+            cmd += [flag, str(v)]
+    out = subprocess.run(pin(cmd, "load"), capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"moltbot-load failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measured(bins, target_pid, url, body, **kw):
+    """One load run; adds the target process's CPU seconds spent during it."""
+    c0 = cpu_seconds(target_pid)
+    r = load(bins, url, body, **kw)
+    r["cpu_s"] = cpu_seconds(target_pid) - c0
+    if r["errors"]:
+        raise RuntimeError(f"{r['errors']} errors, e.g. {r['first_error']}")
+    return r
+
+
+def median_of(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+class PgDatabase:
+    def __init__(self):
+        self.name = "moltbot_bench_" + os.urandom(4).hex()
+        u = urllib.parse.urlsplit(PG_URL)
+        self.url = urllib.parse.urlunsplit(u._replace(path="/" + self.name))
+        subprocess.run(["psql", PG_URL, "-qc", f'CREATE DATABASE "{self.name}"'], check=True, capture_output=True)
+
+    def count(self, table):
+        out = subprocess.run(["psql", self.url, "-tAc", f"SELECT count(*) FROM {table}"], check=True,
+                             capture_output=True, text=True)
+        return int(out.stdout.strip())
+
+    def drop(self):
+        subprocess.run(["psql", PG_URL, "-qc", f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'],
+                       capture_output=True)
+
+
+def sqlite_count(m, table):
+    db = os.path.join(m.dir.name, "data", "moltbot.db")
+    with sqlite3.connect(db) as c:
+        return c.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+CHAT = {"model": "default", "messages": [{"role": "user", "content": "Say hello."}]}
+
+
+def non_streaming(bins, a, results, pg_ok):
+    fake = Fake(bins, "--reply", "Hello from the fake upstream, a short reply.", "--chunks", "4")
+    direct_body = dict(CHAT, model="fake-model")
+    try:
+        table = {}
+        for c in a.concurrency:
+            n = max(a.requests, c * 20)
+            runs = [measured(bins, fake.proc.pid, fake.chat_url, direct_body, requests=n, concurrency=c, warmup=c * 2)
+                    for _ in range(a.runs)]
+            table[("direct", c)] = runs
+        modes = [("off", None, False), ("sqlite", None, True)]
+        if pg_ok:
+            modes.append(("postgres", "pg", True))
+        for mode, db, record in modes:
+            pg = PgDatabase() if db == "pg" else None
+            m = Moltbot(bins, fake.url, database_url=pg.url if pg else None, record=record)
+            try:
+                total = 0
+                for c in a.concurrency:
+                    n = max(a.requests, c * 20)
+                    runs = []
+                    for _ in range(a.runs):
+                        runs.append(measured(bins, m.pid, m.chat_url, CHAT, requests=n, concurrency=c, warmup=c * 2))
+                        total += n + c * 2
+                    table[(mode, c)] = runs
+                if record:
+                    stored = pg.count("messages") if pg else sqlite_count(m, "messages")
+                    # Every acknowledged turn is stored: one user message and one reply, grouped or not.
+                    results[f"stored_messages_{mode}"] = stored
+                    results[f"sent_requests_{mode}"] = total
+                results[f"rss_after_load_mib_{mode}"] = round(rss_kib(m.pid) / 1024, 1)
+            finally:
+                m.stop()
+                if pg:
+                    pg.drop()
+        results["non_streaming"] = {f"{k[0]}@{k[1]}": {
+            "rps": median_of(v, "rps"), "p50_us": median_of(v, "p50_us"), "p99_us": median_of(v, "p99_us"),
+            "cpu_us_per_req": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in v),
+        } for k, v in table.items()}
+    finally:
+        fake.stop()
+
+
+def streaming(bins, a, results):
+    chunks = 32
+    fake = Fake(bins, "--reply", "x" * chunks * 4, "--chunks", str(chunks))
+    body = dict(CHAT, stream=True)
+    try:
+        direct = [measured(bins, fake.proc.pid, fake.chat_url, dict(body, model="fake-model"), requests=a.stream_requests,
+                           concurrency=1, stream=True, warmup=5) for _ in range(a.runs)]
+        m = Moltbot(bins, fake.url, record=False)
+        try:
+            via = [measured(bins, m.pid, m.chat_url, body, requests=a.stream_requests, concurrency=1, stream=True,
+                            warmup=5) for _ in range(a.runs)]
+            via16 = [measured(bins, m.pid, m.chat_url, body, requests=a.stream_requests * 4, concurrency=16,
+                              stream=True, warmup=16) for _ in range(a.runs)]
+        finally:
+            m.stop()
+        per_chunk = statistics.median(r["cpu_s"] / (r["requests"] * chunks) * 1e6 for r in via16)
+        results["streaming"] = {
+            "chunks_per_stream": chunks,
+            "ttft_direct_p50_us": median_of(direct, "ttft_p50_us"),
+            "ttft_via_p50_us": median_of(via, "ttft_p50_us"),
+            "ttft_direct_p99_us": median_of(direct, "ttft_p99_us"),
+            "ttft_via_p99_us": median_of(via, "ttft_p99_us"),
+            "cpu_us_per_chunk_c16": per_chunk,
+            "cpu_us_per_stream_c16": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in via16),
+        }
+    finally:
+        fake.stop()
+
+
+def held_streams(bins, a, results):
+    out = {}
+    for n in a.streams:
+        # Each stream: a role chunk at once, then chunks every hold/2 seconds: open for the whole hold.
+        interval_ms = int(a.hold_s * 1000 / 2)
+        fake = Fake(bins, "--reply", "ab", "--chunks", "2", "--interval-ms", str(interval_ms))
+        m = Moltbot(bins, fake.url, record=False)
+        try:
+            time.sleep(0.5)
+            idle = rss_kib(m.pid)
+            cmd = [bins["load"], "--url", m.chat_url, "--body", json.dumps(dict(CHAT, stream=True)), "--key", KEY,
+                   "--hold", str(n), "--hold-s", str(a.hold_s)]
+            p = subprocess.Popen(pin(cmd, "load"), stdout=subprocess.PIPE, text=True)
+            held = json.loads(p.stdout.readline())
+            time.sleep(1.0)
+            peak = rss_kib(m.pid)
+            done = json.loads(p.stdout.readline())
+            p.wait(timeout=300)
+            out[str(n)] = {
+                "opened": held["open"], "all_open_after_s": round(held["after_s"], 2), "errors": done["errors"],
+                "first_error": done["first_error"], "idle_rss_mib": round(idle / 1024, 1),
+                "rss_mib_with_streams": round(peak / 1024, 1),
+                "kib_per_stream": round((peak - idle) / max(held["open"], 1), 1),
+            }
+        finally:
+            m.stop()
+            fake.stop()
+    results["held_streams"] = out
+
+
+def startup(bins, a, results):
+    fake = Fake(bins, "--echo")
+    try:
+        times, rss = [], []
+        for _ in range(a.starts):
+            m = Moltbot(bins, fake.url)
+            times.append(m.startup_s)
+            time.sleep(1.0)
+            rss.append(rss_kib(m.pid))
+            m.stop()
+        results["startup"] = {"to_ready_ms_median": round(statistics.median(times) * 1000, 1),
+                              "to_ready_ms_all": [round(t * 1000, 1) for t in times],
+                              "idle_rss_mib_median": round(statistics.median(rss) / 1024, 1)}
+    finally:
+        fake.stop()
+
+
+def versions(bins):
+    def cmd(*c):
+        try:
+            return subprocess.run(c, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{CORES} cores ({cpu}), {mem:.0f} GiB, {platform.platform()}",
+        "moltbot": cmd(bins["moltbot"], "--version"),
+        "git": cmd("git", "-C", ROOT, "rev-parse", "--short", "HEAD"),
+        "rustc": cmd("rustc", "--version"),
+        "postgres": cmd("psql", PG_URL, "-tAc", "SHOW server_version"),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--target-dir", default=os.path.join(ROOT, "target", "bench"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--stream-requests", type=int, default=300)
+    ap.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64, 256])
+    ap.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1000, 5000, 10000])
+    ap.add_argument("--hold-s", type=float, default=8.0)
+    ap.add_argument("--starts", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="fewer requests and streams (a smoke run)")
+    ap.add_argument("--json", default=os.path.join(ROOT, "bench", "report.json"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "REPORT.md"))
+    a = ap.parse_args()
+    if a.quick:
+        a.runs, a.requests, a.stream_requests, a.streams, a.starts = 1, 500, 50, [500], 2
+    rel = os.path.join(a.target_dir, "release")
+    bins = {"moltbot": os.path.join(rel, "moltbot"), "fake": os.path.join(rel, "moltbot-fake-upstream"),
+            "load": os.path.join(rel, "moltbot-load")}
+    for b in bins.values():
+        if not os.access(b, os.X_OK):
+            sys.exit(f"{b} is missing: CARGO_TARGET_DIR={a.target_dir} cargo build --release -p moltbot "
+                     "-p moltbot-testkit -p moltbot-bench")
+    soft, hard = raise_nofile()
+    pg_ok = subprocess.run(["psql", PG_URL, "-tAc", "SELECT 1"], capture_output=True).returncode == 0
+    results = {"versions": versions(bins), "nofile": {"soft_before": soft, "hard": hard},
+               "args": {k: v for k, v in vars(a).items() if k not in ("json", "out")}, "cores": CORES}
+    t0 = time.time()
+    for name, phase in [("startup", lambda: startup(bins, a, results)),
+                        ("non-streaming", lambda: non_streaming(bins, a, results, pg_ok)),
+                        ("streaming", lambda: streaming(bins, a, results)),
+                        ("held streams", lambda: held_streams(bins, a, results))]:
+        t = time.time()
+        print(f"::: {name}", file=sys.stderr, flush=True)
+        phase()
+        print(f"    {time.time() - t:.0f} s", file=sys.stderr, flush=True)
+    results["wall_s"] = round(time.time() - t0)
+    with open(a.json, "w") as f:
+        json.dump(results, f, indent=2)
+    import report  # bench/report.py: the Markdown rendering
+    with open(a.out, "w") as f:
+        f.write(report.render(results, " ".join(["python3", "bench/harness.py", *sys.argv[1:]])))
+    print(f"wrote {a.out} and {a.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()
