@@ -184,6 +184,16 @@ async fn bad_requests_name_the_field_and_never_reach_the_upstream() {
         assert_eq!(got["error"]["type"], "invalid_request_error", "{got}");
         assert_eq!(got["error"]["param"], param, "{body} → {got}");
     }
+    // Over the remote model's context (4096 tokens in the test config): refused before the upstream.
+    let long = "lorem ipsum ".repeat(3000);
+    let (status, got) = embed(&srv, json!({"model": "gpt-test", "input": ["short", long]})).await;
+    assert_eq!(status, 400, "{got}");
+    assert_eq!(got["error"]["param"], "input");
+    assert_eq!(got["error"]["code"], "context_length_exceeded");
+    assert!(
+        got["error"]["message"].as_str().unwrap().contains("input[1]"),
+        "{got}"
+    );
     let (status, got) = embed(&srv, json!({"model": "nope", "input": "a"})).await;
     assert_eq!(status, 404, "{got}");
     assert_eq!(got["error"]["code"], "model_not_found");

@@ -64,6 +64,24 @@ pub async fn create(
         .get(&request.model)
         .cloned()
         .ok_or_else(|| ApiError::from(ChatError::ModelNotFound(request.model.clone())))?;
+    // Each input must fit the model's context (counted with the model's tokenizer); the local engine
+    // checks again with its own vocabulary, a remote upstream would refuse it less clearly.
+    for (i, input) in inputs.iter().enumerate() {
+        let tokens = match input {
+            EmbedInput::Text(t) => route.tokens.count_text(t),
+            EmbedInput::Tokens(t) => t.len(),
+        };
+        if tokens > route.context_window as usize {
+            return Err(ApiError::ContextLength {
+                param: Some("input".into()),
+                message: format!(
+                    "This model's maximum context length is {} tokens, however you requested {tokens} tokens \
+                     in input[{i}]. Please reduce the length of the input.",
+                    route.context_window
+                ),
+            });
+        }
+    }
     let lease = match limits::begin_chat(&state.auth, &principal, None, false).await {
         Ok(lease) => lease,
         Err(refused) => return Ok(refused),
