@@ -8,26 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use common::{chat, request};
+use common::{chat, gemma, request};
 use moltbot_engine::{EngineConfig, Event, LocalBackend, Sampling};
-
-fn gemma() -> Option<PathBuf> {
-    let path = std::env::var_os("MOLTBOT_TEST_GEMMA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{} is missing: run `make model`",
-        path.display()
-    );
-    eprintln!("skipping: {} is missing (make model)", path.display());
-    None
-}
 
 fn start(path: PathBuf, parallel: u32) -> Arc<LocalBackend> {
     let config = EngineConfig {

@@ -5,26 +5,11 @@
 
 use std::path::PathBuf;
 
+mod common;
+
+use common::gemma;
 use moltbot_core::{BackendError, ChatBackend, EmbedInput, EmbedRequest};
 use moltbot_engine::{EngineConfig, LocalBackend, Pooling};
-
-fn gemma() -> Option<PathBuf> {
-    let path = std::env::var_os("MOLTBOT_TEST_GEMMA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf")
-        });
-    if path.exists() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("CI").is_err(),
-        "{} is missing: run `make model`",
-        path.display()
-    );
-    eprintln!("skipping: {} is missing (make model)", path.display());
-    None
-}
 
 fn start(path: PathBuf, pooling: Option<Pooling>) -> LocalBackend {
     let config = EngineConfig {

@@ -85,3 +85,23 @@ pub async fn collect(mut stream: EventStream) -> Result<Reply, BackendError> {
 pub async fn chat(backend: &LocalBackend, req: BackendRequest) -> Result<Reply, BackendError> {
     collect(backend.chat(req).await?).await
 }
+
+/// The embedded default model, Gemma 3 270M (`make model`, or `MOLTBOT_TEST_GEMMA`); `None` (skip) when it
+/// is missing, except under `CI=true`, where a missing model fails the test.
+pub fn gemma() -> Option<PathBuf> {
+    let path = std::env::var_os("MOLTBOT_TEST_GEMMA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/gemma-3-270m-q4_k_m.gguf")
+        });
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{} is missing: run `make model`",
+        path.display()
+    );
+    eprintln!("skipping: {} is missing (make model)", path.display());
+    None
+}

@@ -147,16 +147,12 @@ pub(crate) fn chat_meter(state: &AppState, model: &str, stream: bool) -> ChatMet
     meter.with_live(state.telemetry.live.clone())
 }
 
-/// Collect the whole reply, store it, then answer.
-async fn complete(turn: Turn, mut meter: ChatMeter, lease: ChatLease) -> Result<Response, ApiError> {
-    let Turn {
-        id,
-        created,
-        model,
-        mut events,
-        mut recorder,
-        ..
-    } = turn;
+/// Read a non-streamed generation to its end. A backend error marks the turn failed and is returned.
+pub(crate) async fn collect(
+    events: &mut moltbot_core::EventStream,
+    mut recorder: TurnRecorder,
+    meter: &mut ChatMeter,
+) -> Result<(ReplyCollector, TurnRecorder), ApiError> {
     let mut reply = ReplyCollector::default();
     while let Some(ev) = events.next().await {
         match ev {
@@ -177,6 +173,20 @@ async fn complete(turn: Turn, mut meter: ChatMeter, lease: ChatLease) -> Result<
             }
         }
     }
+    Ok((reply, recorder))
+}
+
+/// Collect the whole reply, store it, then answer.
+async fn complete(turn: Turn, mut meter: ChatMeter, lease: ChatLease) -> Result<Response, ApiError> {
+    let Turn {
+        id,
+        created,
+        model,
+        mut events,
+        recorder,
+        ..
+    } = turn;
+    let (reply, recorder) = collect(&mut events, recorder, &mut meter).await?;
     let (outcome, usage, _) = outcome(&reply, &recorder);
     if let Err(e) = recorder.commit(outcome).await {
         let e = ApiError::from(e);

@@ -20,7 +20,7 @@ use moltbot_core::{BackendEvent, Turn, TurnRecorder};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::chat::{CONVERSATION_HEADER, chat_meter, outcome};
+use super::chat::{CONVERSATION_HEADER, chat_meter, collect, outcome};
 use crate::auth::limits::{self, ChatLease};
 use crate::error::{ApiError, current_request_id};
 use crate::extract::{Json, Query};
@@ -163,30 +163,9 @@ async fn complete(
     lease: ChatLease,
 ) -> Result<Response, ApiError> {
     let Turn {
-        mut events,
-        mut recorder,
-        ..
+        mut events, recorder, ..
     } = turn;
-    let mut reply = ReplyCollector::default();
-    while let Some(ev) = events.next().await {
-        match ev {
-            Ok(ev) => {
-                if let BackendEvent::Delta { content, .. } = &ev {
-                    meter.delta();
-                    if let Some(c) = content {
-                        recorder.push_text(c);
-                    }
-                }
-                reply.absorb(&ev);
-            }
-            Err(e) => {
-                recorder.fail().await;
-                let e = ApiError::Backend(e);
-                meter.fail(&e);
-                return Err(e);
-            }
-        }
-    }
+    let (reply, recorder) = collect(&mut events, recorder, &mut meter).await?;
     let output = responses::output_items(&reply, None, &[]);
     let (object, outcome, usage) = finish(base, output, &reply, &recorder, &record);
     if let Err(e) = recorder.commit(outcome).await {
