@@ -323,7 +323,8 @@ def versions(bins):
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{CORES} cores ({cpu}), {mem:.0f} GiB, {platform.platform()}",
-        "moltbot": cmd(bins["moltbot"], "--version"),
+        "moltbot": cmd(bins["moltbot"], "--version") + ", built " + datetime.datetime.fromtimestamp(
+            os.path.getmtime(bins["moltbot"]), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "git": cmd("git", "-C", ROOT, "rev-parse", "--short", "HEAD"),
         "rustc": cmd("rustc", "--version"),
         "postgres": cmd("psql", PG_URL, "-tAc", "SHOW server_version"),
