@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: dist check-dist check-deploy check-prometheus check-rules check-dashboard dashboard model bench bench-bins bench-quick bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser test-cluster release-compat check-glibc check-glibc-ci check-systemd chaos fuzz-api
+.PHONY: dist check-dist check-deploy check-prometheus check-rules check-dashboard dashboard model bench bench-bins bench-quick bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser test-cluster release-compat check-glibc check-glibc-ci check-systemd chaos soak fuzz-api
 
 ## run: fetch the embedded default model (Gemma 3 270M) and start moltbot; with no MODEL_ENDPOINT the
 ## local model answers as "default" with no API key (reads .env / MODEL_ENDPOINT / API_KEY)
@@ -127,6 +127,15 @@ test-cluster: $(VENV)/.cluster-ok bins
 chaos: deps-python bins
 	MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot MOLTBOT_FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
 		$(VENV)/bin/python -m pytest -q -s tests/chaos
+
+## soak: tests/chaos/test_soak.py for 30 minutes (SOAK_S=1800; `make chaos` runs it for 60 s): mixed traffic
+## (streams, cancels, invalid requests, upstream faults) with RSS sampled every second; flat within 10 % after
+## warm-up. Samples and summary in target/soak/.
+SOAK_S ?= 1800
+soak: deps-python bins
+	SOAK_S=$(SOAK_S) MOLTBOT_BIN=$(CURDIR)/target/debug/moltbot \
+		MOLTBOT_FAKE_UPSTREAM_BIN=$(CURDIR)/target/debug/moltbot-fake-upstream \
+		$(VENV)/bin/python -m pytest -q -s tests/chaos/test_soak.py
 
 FUZZ_VENV := .venv-fuzz
 $(FUZZ_VENV)/.ok: tests/fuzz/requirements.txt

@@ -72,6 +72,31 @@ impl ChunkAssembler {
         )
     }
 
+    /// [`delta`](Self::delta) written straight to JSON (byte for byte the same), without building the
+    /// owned chunk: the per-chunk path of streaming.
+    pub fn write_delta(&mut self, content: Option<&str>, tool_calls: Option<&Value>, out: &mut Vec<u8>) {
+        let chunk = ChunkRef {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            choices: [ChoiceRef {
+                index: 0,
+                delta: DeltaRef {
+                    role: (!self.sent_role).then_some("assistant"),
+                    content,
+                    tool_calls,
+                },
+                finish_reason: None,
+                logprobs: None,
+            }],
+            usage: self.include_usage.then_some(()),
+        };
+        self.sent_role = true;
+        // Writing borrowed strings and JSON values into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, &chunk);
+    }
+
     /// The last content chunk, carrying the finish reason (and the role if nothing came before).
     pub fn finish(&mut self, reason: &str) -> ChatCompletionChunk {
         let role = self.take_role();
@@ -96,6 +121,37 @@ impl ChunkAssembler {
         self.include_usage
             .then(|| self.chunk(Vec::new(), serde_json::to_value(usage).ok()))
     }
+}
+
+/// The borrowed mirror of [`ChatCompletionChunk`] (same field order and omissions).
+#[derive(serde::Serialize)]
+struct ChunkRef<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: [ChoiceRef<'a>; 1],
+    /// `Some(())` is `null`: present on every chunk with `include_usage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<()>,
+}
+
+#[derive(serde::Serialize)]
+struct ChoiceRef<'a> {
+    index: u32,
+    delta: DeltaRef<'a>,
+    finish_reason: Option<&'a str>,
+    logprobs: Option<()>,
+}
+
+#[derive(serde::Serialize)]
+struct DeltaRef<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a Value>,
 }
 
 /// Collects a whole reply for a non-streaming response.
@@ -211,6 +267,29 @@ mod tests {
         }
         assert_eq!(u["choices"], serde_json::json!([]));
         assert_eq!(u["usage"]["total_tokens"], 5);
+    }
+
+    #[test]
+    fn written_deltas_are_the_owned_chunks_byte_for_byte() {
+        let calls =
+            serde_json::json!([{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{\"a\""}}]);
+        for include_usage in [false, true] {
+            let mut owned = ChunkAssembler::new("chatcmpl-9", 42, "model \"x\"", include_usage);
+            let mut fast = owned.clone();
+            let steps: [(Option<&str>, Option<&Value>); 4] = [
+                (Some("He said \"hi\"\n\u{1F600}"), None),
+                (Some("again"), None),
+                (None, Some(&calls)),
+                (Some("both"), Some(&calls)),
+            ];
+            for (content, tools) in steps {
+                let want =
+                    serde_json::to_vec(&owned.delta(content.map(str::to_owned), tools.cloned())).unwrap();
+                let mut got = Vec::new();
+                fast.write_delta(content, tools, &mut got);
+                assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -177,6 +177,13 @@ pub trait Store:
 
     /// Whether a registration was removed.
     async fn delete_model(&self, name: &str) -> StoreResult<bool>;
+
+    /// Queue the usage record of a request that stores nothing else: written in batches shortly
+    /// after (write-behind); reads of usage through this store see it at once.
+    fn record_usage(&self, usage: UsageRecord);
+
+    /// Write every queued usage record now (graceful shutdown; readers do it themselves).
+    async fn flush(&self) -> StoreResult<()>;
 }
 
 /// Writes that must land together (a turn's messages, its usage, later a webhook outbox row).

@@ -30,9 +30,9 @@ impl ChunkMapper {
             self.finish("stop", out);
             return Ok(());
         }
-        let v: Value = serde_json::from_str(data)
+        let chunk = parse_chunk(data)
             .map_err(|e| BackendError::Protocol(format!("upstream sent an event that is not JSON ({e})")))?;
-        if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+        if let Some(err) = chunk.error.filter(|e| !e.is_null()) {
             let msg = err
                 .get("message")
                 .and_then(Value::as_str)
@@ -42,21 +42,19 @@ impl ChunkMapper {
                 redactor.message(&msg)
             )));
         }
-        if let Some(choice) = first_choice(&v) {
-            let delta = &choice["delta"];
-            let content = delta["content"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned);
-            let tool_calls = Some(&delta["tool_calls"]).filter(|t| !t.is_null()).cloned();
-            if !self.finished && (content.is_some() || tool_calls.is_some()) {
-                out.push(Ok(BackendEvent::Delta { content, tool_calls }));
+        if let Some(choice) = chunk.choice {
+            let content = choice.content.filter(|s| !s.is_empty());
+            if !self.finished && (content.is_some() || choice.tool_calls.is_some()) {
+                out.push(Ok(BackendEvent::Delta {
+                    content,
+                    tool_calls: choice.tool_calls,
+                }));
             }
-            if let Some(reason) = choice["finish_reason"].as_str() {
+            if let Some(reason) = &choice.finish_reason {
                 self.finish(reason, out);
             }
         }
-        if let Some(u) = parse_usage(&v["usage"]) {
+        if let Some(u) = chunk.usage.as_ref().and_then(parse_usage) {
             self.usage = Some(u);
             if self.finished {
                 self.flush_usage(out);
@@ -94,6 +92,88 @@ impl ChunkMapper {
             )));
         }
     }
+}
+
+/// What a stream chunk says, in the fields moltbot reads.
+#[derive(Debug, Default)]
+struct Chunk {
+    error: Option<Value>,
+    /// The first choice with index 0.
+    choice: Option<ChunkChoice>,
+    usage: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
+    delta: Option<ChunkDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+    /// Filled from `delta` (kept flat for the caller).
+    #[serde(skip)]
+    content: Option<String>,
+    #[serde(skip)]
+    tool_calls: Option<Value>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
+/// The typed shape of a well-formed chunk: unknown fields are skipped without building a tree.
+#[derive(Debug, serde::Deserialize)]
+struct TypedChunk {
+    #[serde(default)]
+    choices: Option<Vec<ChunkChoice>>,
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// Parse one chunk: the typed fast path for the common shape, else (odd types, duplicate keys) the
+/// same reading from a generic JSON tree.
+fn parse_chunk(data: &str) -> Result<Chunk, serde_json::Error> {
+    if let Ok(typed) = serde_json::from_str::<TypedChunk>(data) {
+        let choice = typed
+            .choices
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.index.unwrap_or(0) == 0)
+            .map(|mut c| {
+                if let Some(d) = c.delta.take() {
+                    c.content = d.content;
+                    c.tool_calls = d.tool_calls;
+                }
+                c
+            });
+        return Ok(Chunk {
+            error: typed.error,
+            choice,
+            usage: typed.usage,
+        });
+    }
+    let v: Value = serde_json::from_str(data)?;
+    let choice = first_choice(&v).map(|c| {
+        let delta = &c["delta"];
+        ChunkChoice {
+            content: delta["content"].as_str().map(str::to_owned),
+            tool_calls: Some(&delta["tool_calls"]).filter(|t| !t.is_null()).cloned(),
+            finish_reason: c["finish_reason"].as_str().map(str::to_owned),
+            ..Default::default()
+        }
+    });
+    Ok(Chunk {
+        error: v.get("error").cloned(),
+        choice,
+        usage: v.get("usage").cloned(),
+    })
 }
 
 fn first_choice(v: &Value) -> Option<&Value> {

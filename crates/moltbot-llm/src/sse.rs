@@ -47,8 +47,13 @@ impl SseParser {
             }
         }
         while let Some(pos) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.line.extend_from_slice(&bytes[..pos]);
-            self.end_line(&mut out)?;
+            if self.line.is_empty() {
+                // The whole line is in this read: no copy.
+                self.process_line(&bytes[..pos], &mut out)?;
+            } else {
+                self.line.extend_from_slice(&bytes[..pos]);
+                self.end_line(&mut out)?;
+            }
             let cr = bytes[pos] == b'\r';
             bytes = &bytes[pos + 1..];
             if cr {
@@ -77,9 +82,17 @@ impl SseParser {
         out.pop()
     }
 
+    /// Process the buffered line, keeping the buffer's allocation for the next one.
     fn end_line(&mut self, out: &mut Vec<SseEvent>) -> Result<(), LineTooLong> {
-        let bytes = mem::take(&mut self.line);
-        let mut line = String::from_utf8_lossy(&bytes);
+        let mut bytes = mem::take(&mut self.line);
+        let result = self.process_line(&bytes, out);
+        bytes.clear();
+        self.line = bytes;
+        result
+    }
+
+    fn process_line(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), LineTooLong> {
+        let mut line = String::from_utf8_lossy(bytes);
         if !self.seen_first_line {
             self.seen_first_line = true;
             if let Some(rest) = line.strip_prefix('\u{feff}') {

@@ -9,13 +9,12 @@ use tiktoken_rs::CoreBPE;
 pub enum TokenizerError {
     #[error("unknown tokenizer encoding {0:?} (expected o200k_base or cl100k_base)")]
     Unknown(String),
-    #[error("could not load tokenizer {0}: {1}")]
-    Load(&'static str, String),
 }
 
-/// Counts tokens with a tiktoken encoding. Each encoding is loaded once per process, in the background
-/// (building the BPE tables takes a few hundred milliseconds, which should not delay readiness); a count
-/// before the load has finished waits for it. Clones share the tables.
+/// Counts tokens with a tiktoken encoding. Each encoding is loaded once per process, on the first exact
+/// count (building the tables takes tens of milliseconds and about 30 MB, which a gateway whose upstreams
+/// report usage never needs: prompts are bounded by their byte length first, see
+/// [`TokenCounter::max_text`]). Clones share the tables.
 #[derive(Clone)]
 pub struct TiktokenCounter {
     encoding: &'static str,
@@ -48,14 +47,6 @@ impl TiktokenCounter {
             }),
             other => return Err(TokenizerError::Unknown(other.to_owned())),
         };
-        if cell.get().is_none() {
-            std::thread::Builder::new()
-                .name(format!("tiktoken-{name}"))
-                .spawn(move || {
-                    cell.get_or_init(|| load().map(Arc::new));
-                })
-                .map_err(|e| TokenizerError::Load(name, e.to_string()))?;
-        }
         Ok(Self {
             encoding: name,
             cell,
@@ -90,6 +81,11 @@ impl TokenCounter for TiktokenCounter {
             // The tables ship inside the binary, so this does not happen; overcount rather than fail.
             Err(_) => moltbot_core::RoughCounter.count_text(text),
         }
+    }
+
+    /// Byte-level BPE: every token covers at least one byte of UTF-8.
+    fn max_text(&self, text: &str) -> usize {
+        text.len()
     }
 }
 

@@ -237,6 +237,9 @@ pub async fn serve(
         futures::future::join_all(background),
     )
     .await;
+    if let Err(e) = state.store.flush().await {
+        tracing::error!(error = %e, "queued usage records could not be written before exit");
+    }
     stop_tls.cancel();
     if let Some(t) = tls_task {
         t.abort();

@@ -4,9 +4,9 @@ use moltbot_core::{ApiKey, ApiKeyUpdate, KeyLimits, Scope, StoreError, StoreResu
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::SqlStore;
 use crate::error::{corrupt, db_err};
 use crate::metrics::QueryTimer;
-use crate::{Backend, SqlStore};
 
 const COLUMNS: &str = "id, name, prefix, secret_hash, scopes, requests_per_minute, tokens_per_minute, \
      daily_tokens, concurrent_streams, created_at, last_used_at, expires_at, revoked_at";
@@ -87,11 +87,7 @@ impl SqlStore {
 
     pub(crate) async fn key_bootstrap(&self, k: &ApiKey) -> StoreResult<bool> {
         let _timer = QueryTimer::start("key_bootstrap");
-        let mut tx = match self.backend() {
-            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool().begin().await,
-        }
-        .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         // The marker's primary key serialises concurrent bootstraps: a second inserter waits for the
         // first transaction, then finds the row and inserts nothing.
         let marked = sqlx::query(

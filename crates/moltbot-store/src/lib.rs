@@ -25,6 +25,7 @@ mod responses;
 mod rows;
 mod store;
 mod tx;
+mod usage_log;
 mod webhooks;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@ use crate::error::db_err;
 use crate::metrics::QueryTimer;
 use crate::rows::{self, CONVERSATION_COLUMNS, IDEMPOTENCY_COLUMNS, MESSAGE_COLUMNS, USAGE_COLUMNS};
 use crate::tx::SqlTx;
+use crate::usage_log::UsageLog;
 use crate::{Backend, StoreOptions, connect, migrate};
 
 /// A store over SQLite or PostgreSQL. Usually used as `Arc<dyn Store>` (see [`crate::open`]).
@@ -20,13 +21,15 @@ use crate::{Backend, StoreOptions, connect, migrate};
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    usage: std::sync::Arc<UsageLog>,
 }
 
 impl SqlStore {
     /// Like [`crate::open`], but returns the concrete type.
     pub async fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
         let (pool, backend) = connect::connect(url, opts).await?;
-        Ok(Self { pool, backend })
+        let usage = UsageLog::start(&pool, backend);
+        Ok(Self { pool, backend, usage })
     }
 
     pub fn backend(&self) -> Backend {
@@ -38,8 +41,41 @@ impl SqlStore {
         &self.pool
     }
 
-    /// Close all connections (waits for checked-out ones to come back).
+    /// Begin a write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads and then writes can fail with SQLITE_BUSY on the upgrade without
+    /// waiting for `busy_timeout`, and two read-then-write transactions cannot deadlock.
+    ///
+    /// The `BEGIN` runs in its own task, so it always finishes: sqlx counts the transaction on the
+    /// connection before `BEGIN` completes, and a caller cancelled in between (a client that went away
+    /// while the write lock was awaited) returned that connection to the pool still counted as in a
+    /// transaction — every later `begin` on it failed ("attempted to call begin_with at non-zero
+    /// transaction depth"; found by tests/chaos/test_soak.py). A transaction nobody awaits any more is
+    /// dropped, which rolls it back.
+    pub(crate) async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
+        let pool = self.pool.clone();
+        let backend = self.backend;
+        let begin = async move {
+            match backend {
+                Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => pool.begin().await,
+            }
+            .map_err(db_err)
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => handle
+                .spawn(begin)
+                .await
+                .map_err(|e| StoreError::Database(format!("beginning a transaction: {e}")))?,
+            Err(_) => begin.await,
+        }
+    }
+
+    /// Write queued usage records, then close all connections (waits for checked-out ones to come
+    /// back).
     pub async fn close(&self) {
+        if let Err(e) = self.usage.flush(&self.pool).await {
+            tracing::error!(error = %e, "usage records not written before closing the database");
+        }
         self.pool.close().await;
     }
 }
@@ -71,14 +107,7 @@ impl Store for SqlStore {
 
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
         let _timer = QueryTimer::start("begin");
-        let tx = match self.backend {
-            // Take the write lock up front: a deferred transaction that reads and then writes can fail
-            // with SQLITE_BUSY on the upgrade without waiting for `busy_timeout`.
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
-        .map_err(db_err)?;
-        Ok(Box::new(SqlTx::new(tx)))
+        Ok(Box::new(SqlTx::new(self.begin_write().await?)))
     }
 
     async fn get_conversation(&self, owner: &Owner, id: &str) -> StoreResult<Option<Conversation>> {
@@ -252,11 +281,7 @@ impl Store for SqlStore {
     async fn delete_message(&self, conversation_id: &str, message_id: &str) -> StoreResult<bool> {
         let _timer = QueryTimer::start("delete_message");
         // Deleting a compaction item gives back what it replaced (see `crate::compaction`).
-        let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
-        .map_err(db_err)?;
+        let mut tx = self.begin_write().await?;
         crate::compaction::release_replaced(&mut tx, conversation_id, message_id).await?;
         let done = sqlx::query("DELETE FROM messages WHERE conversation_id = $1 AND id = $2")
             .bind(conversation_id)
@@ -350,6 +375,7 @@ impl Store for SqlStore {
     }
 
     async fn list_usage(&self, owner: &Owner, limit: u32) -> StoreResult<Vec<UsageRecord>> {
+        self.usage.flush(&self.pool).await?;
         let _timer = QueryTimer::start("list_usage");
         let sql = format!(
             "SELECT {USAGE_COLUMNS} FROM usage_records WHERE owner = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
@@ -364,11 +390,13 @@ impl Store for SqlStore {
     }
 
     async fn sum_usage_tokens(&self, owner: &Owner, since: i64) -> StoreResult<u64> {
+        self.usage.flush(&self.pool).await?;
         let _timer = QueryTimer::start("sum_usage_tokens");
         self.usage_tokens_since(owner, since).await
     }
 
     async fn aggregate_usage(&self, query: &UsageQuery) -> StoreResult<Vec<UsageRow>> {
+        self.usage.flush(&self.pool).await?;
         let _timer = QueryTimer::start("aggregate_usage");
         self.usage_rows(query).await
     }
@@ -436,5 +464,13 @@ impl Store for SqlStore {
     async fn delete_model(&self, name: &str) -> StoreResult<bool> {
         let _timer = QueryTimer::start("delete_model");
         self.model_delete(name).await
+    }
+
+    fn record_usage(&self, usage: UsageRecord) {
+        self.usage.push(usage);
+    }
+
+    async fn flush(&self) -> StoreResult<()> {
+        self.usage.flush(&self.pool).await
     }
 }

@@ -11,9 +11,9 @@ use moltbot_core::{StoreError, StoreResult, ids};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::SqlStore;
 use crate::error::{corrupt, db_err};
 use crate::metrics::QueryTimer;
-use crate::{Backend, SqlStore};
 
 const SUB_COLUMNS: &str = "id, url, events, secret, description, enabled, created_ms, updated_ms";
 
@@ -131,17 +131,6 @@ where
     .await
     .map_err(db_err)?;
     Ok(())
-}
-
-impl SqlStore {
-    async fn begin_write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Any>> {
-        match self.backend() {
-            // Take the write lock up front: no deadlock between two read-then-write transactions.
-            Backend::Sqlite => self.pool().begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool().begin().await,
-        }
-        .map_err(db_err)
-    }
 }
 
 #[async_trait]

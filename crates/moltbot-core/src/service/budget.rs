@@ -46,6 +46,13 @@ impl Budget {
         }
     }
 
+    /// The output token limit when it does not depend on the prompt's exact size: `Some` when even a
+    /// prompt of `prompt_bound` tokens (an upper bound of its size) leaves room for the full output.
+    pub fn output_tokens_unconstrained(&self, route: &ModelRoute, prompt_bound: u32) -> Option<u32> {
+        let wanted = self.explicit.unwrap_or(route.max_tokens).max(1);
+        (route.context_window.saturating_sub(prompt_bound) >= wanted).then_some(wanted)
+    }
+
     /// Tokens the prompt may take: the context window less the output tokens kept free.
     pub fn prompt_limit(&self, route: &ModelRoute) -> usize {
         route.context_window.saturating_sub(self.reserve) as usize

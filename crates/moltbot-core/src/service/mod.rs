@@ -230,8 +230,20 @@ impl ChatService {
             },
         };
 
-        let prompt_tokens = route.tokens.count_messages(&plan.prompt) as u32;
-        let max_tokens = Budget::for_route(&route, explicit_max)?.output_tokens(&route, prompt_tokens)?;
+        // The exact prompt size matters only when the prompt may crowd the output out of the context
+        // window; otherwise it is counted later, and only if the backend reports no usage.
+        let budget = Budget::for_route(&route, explicit_max)?;
+        let bound = u32::try_from(route.tokens.max_messages(&plan.prompt)).unwrap_or(u32::MAX);
+        let (prompt_tokens, max_tokens) = match budget.output_tokens_unconstrained(&route, bound) {
+            Some(max) => (recorder::PromptTokens::Deferred(plan.prompt.clone()), max),
+            None => {
+                let exact = u32::try_from(route.tokens.count_messages(&plan.prompt)).unwrap_or(u32::MAX);
+                (
+                    recorder::PromptTokens::Counted(exact),
+                    budget.output_tokens(&route, exact)?,
+                )
+            }
+        };
 
         // 2. Store the new messages (in progress until the reply is committed).
         let new_messages: Vec<NewMessage> = match (&plan.conversation, plan.new_from, plan.create) {

@@ -24,9 +24,27 @@ pub(super) struct RecorderInit {
     pub model: String,
     pub request_id: String,
     pub started: Instant,
-    pub prompt_tokens: u32,
+    pub prompt_tokens: PromptTokens,
     pub tip: Option<HistoryHash>,
     pub tokens: Arc<dyn TokenCounter>,
+}
+
+/// The prompt's size, or the prompt itself when nothing needed its exact size before the reply (it is
+/// counted only if the backend reports no usage).
+pub(super) enum PromptTokens {
+    Counted(u32),
+    Deferred(Vec<moltbot_api::ChatMessage>),
+}
+
+impl RecorderInit {
+    fn prompt_tokens(&self) -> u32 {
+        match &self.prompt_tokens {
+            PromptTokens::Counted(n) => *n,
+            PromptTokens::Deferred(prompt) => {
+                u32::try_from(self.tokens.count_messages(prompt)).unwrap_or(u32::MAX)
+            }
+        }
+    }
 }
 
 /// How a generation ended, as far as the client is concerned.
@@ -73,7 +91,7 @@ impl TurnRecorder {
     pub fn usage_or_estimate(&self, usage: Option<Usage>) -> Usage {
         usage.unwrap_or_else(|| {
             let init = self.init.as_ref();
-            let prompt = init.map_or(0, |i| i.prompt_tokens);
+            let prompt = init.map_or(0, RecorderInit::prompt_tokens);
             let completion = init.map_or(0, |i| i.tokens.count_text(&self.delivered) as u32);
             Usage::new(prompt, completion)
         })
@@ -85,28 +103,35 @@ impl TurnRecorder {
             return Ok(());
         };
         let usage = self.usage_or_estimate_with(&init, outcome.usage.clone());
-        write_turn(
-            init,
-            &self.backend,
-            std::mem::take(&mut self.delivered),
-            outcome,
-            usage,
-        )
-        .await
+        if init.conversation_id.is_none() && outcome.response.is_none() {
+            // Only the usage row, queued without waiting: nothing to cancel.
+            return write_turn(init, &self.backend, String::new(), outcome, usage).await;
+        }
+        let backend = std::mem::take(&mut self.backend);
+        let delivered = std::mem::take(&mut self.delivered);
+        // In its own task: a client that goes away while the reply is being committed drops this future
+        // (the response body with it), and a cancelled commit would roll the whole turn back.
+        run_to_completion(async move { write_turn(init, &backend, delivered, outcome, usage).await }).await
     }
 
     /// The generation failed before producing a reply: the user's messages are marked failed.
     pub async fn fail(mut self) {
         let Some(init) = self.init.take() else { return };
         let partial = std::mem::take(&mut self.delivered);
-        if let Err(e) = write_failure(init, &self.backend, partial).await {
+        let backend = std::mem::take(&mut self.backend);
+        let write = async move { write_failure(init, &backend, partial).await };
+        if let Err(e) = run_to_completion(write).await {
             tracing::error!(error = %e, "could not record a failed turn");
         }
     }
 
     fn usage_or_estimate_with(&self, init: &RecorderInit, usage: Option<Usage>) -> Usage {
-        usage
-            .unwrap_or_else(|| Usage::new(init.prompt_tokens, init.tokens.count_text(&self.delivered) as u32))
+        usage.unwrap_or_else(|| {
+            Usage::new(
+                init.prompt_tokens(),
+                init.tokens.count_text(&self.delivered) as u32,
+            )
+        })
     }
 }
 
@@ -131,6 +156,20 @@ impl Drop for TurnRecorder {
     }
 }
 
+/// Run a store write in its own task so that it finishes even if the caller is dropped (outside a
+/// runtime, inline).
+async fn run_to_completion(
+    write: impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+) -> Result<(), StoreError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle
+            .spawn(write)
+            .await
+            .map_err(|e| StoreError::Database(format!("recording the turn: {e}")))?,
+        Err(_) => write.await,
+    }
+}
+
 async fn write_turn(
     init: RecorderInit,
     backend: &str,
@@ -140,6 +179,13 @@ async fn write_turn(
 ) -> Result<(), StoreError> {
     let now = init.clock.now_secs();
     let latency_ms = init.started.elapsed().as_millis() as i64;
+    let result = if outcome.truncated { "cancelled" } else { "ok" };
+    if init.conversation_id.is_none() && outcome.response.is_none() {
+        // Nothing else to store: the usage row is written behind (batched; see `Store::record_usage`).
+        init.store
+            .record_usage(usage_record(&init, backend, &usage, result, now));
+        return Ok(());
+    }
     let mut tx = init.store.begin().await?;
     if let Some(conv) = &init.conversation_id {
         let status = if outcome.truncated {
@@ -186,7 +232,6 @@ async fn write_turn(
                 .await?;
         }
     }
-    let result = if outcome.truncated { "cancelled" } else { "ok" };
     tx.insert_usage(&usage_record(&init, backend, &usage, result, now))
         .await?;
     if let Some(response) = &outcome.response {
@@ -226,7 +271,7 @@ async fn write_failure(init: RecorderInit, backend: &str, partial: String) -> Re
     });
     tx.enqueue_event(&OutboxEvent::new(MESSAGE_FAILED, data, init.clock.now_millis()))
         .await?;
-    let usage = Usage::new(init.prompt_tokens, 0);
+    let usage = Usage::new(init.prompt_tokens(), 0);
     tx.insert_usage(&usage_record(&init, backend, &usage, "error", now))
         .await?;
     tx.commit().await

@@ -158,7 +158,8 @@ async fn process(state: &AppState, worker: &str, event: ChannelEvent) {
                 worker,
                 &event,
                 lock_ms,
-                generate(state, &account, &message, &event.chat_key, &event.id),
+                // Boxed: the chat turn's future is large, and this one is held across the whole wait.
+                Box::pin(generate(state, &account, &message, &event.chat_key, &event.id)),
             )
             .await;
             match generated {

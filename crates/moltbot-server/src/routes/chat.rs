@@ -225,13 +225,17 @@ fn stream_response(turn: Turn, include_usage: bool, mut meter: ChatMeter, mut le
             match ev {
                 Ok(ev) => {
                     reply.absorb(&ev);
-                    if let BackendEvent::Delta { content, tool_calls } = ev {
+                    if let BackendEvent::Delta { content, tool_calls } = &ev {
                         meter.delta();
-                        if let Some(c) = &content {
+                        if let Some(c) = content {
                             recorder.push_text(c);
                             lease.delivered(c);
                         }
-                        yield Ok::<_, std::io::Error>(sse_event(&asm.delta(content, tool_calls)));
+                        let mut out = Vec::with_capacity(160 + content.as_ref().map_or(0, String::len));
+                        out.extend_from_slice(b"data: ");
+                        asm.write_delta(content.as_deref(), tool_calls.as_ref(), &mut out);
+                        out.extend_from_slice(b"\n\n");
+                        yield Ok::<_, std::io::Error>(bytes::Bytes::from(out));
                     }
                 }
                 Err(e) => {

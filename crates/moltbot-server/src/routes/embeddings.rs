@@ -121,9 +121,7 @@ pub async fn create(
                 live.backends
                     .record(&backend, started.elapsed(), Some(e.to_string()));
                 let usage = usage(&state, &principal, &route, &request_id, 0, started, "error");
-                if let Err(store) = record(&state, &usage).await {
-                    tracing::warn!(error = %store, "could not record a failed embeddings request");
-                }
+                state.store.record_usage(usage);
             }
             return Err(match e {
                 BackendError::ContextLength(message) => ApiError::ContextLength {
@@ -144,7 +142,7 @@ pub async fn create(
         started,
         "ok",
     );
-    record(&state, &usage).await.map_err(ApiError::from)?;
+    state.store.record_usage(usage);
     metrics::counter!(TOKENS, "model" => route.name.clone(), "kind" => "prompt")
         .increment(u64::from(out.prompt_tokens));
     live.series.record_tokens(u64::from(out.prompt_tokens));
@@ -251,12 +249,6 @@ fn usage(
         outcome: outcome.into(),
         created_at: state.clock.now_secs(),
     }
-}
-
-async fn record(state: &AppState, usage: &UsageRecord) -> Result<(), moltbot_core::StoreError> {
-    let mut tx = state.store.begin().await?;
-    tx.insert_usage(usage).await?;
-    tx.commit().await
 }
 
 /// OpenAI's base64 encoding: the vector's `f32`s, little-endian, back to back.

@@ -18,6 +18,8 @@ pub struct ChatMeter {
     stream: bool,
     started: Instant,
     last_delta: Option<Instant>,
+    /// The inter-token histogram, resolved at the second delta (not looked up again per chunk).
+    inter_token: Option<metrics::Histogram>,
     outcome: &'static str,
     /// The admin console's counters, when attached with [`ChatMeter::with_live`].
     live: Option<Arc<super::LiveStats>>,
@@ -38,6 +40,7 @@ impl ChatMeter {
             stream,
             started: Instant::now(),
             last_delta: None,
+            inter_token: None,
             outcome: "cancelled",
             live: None,
             backend_error: None,
@@ -69,10 +72,10 @@ impl ChatMeter {
                 histogram!(TTFT, "model" => self.model.clone(), "stream" => stream)
                     .record(now.duration_since(self.started).as_secs_f64());
             }
-            Some(last) => {
-                histogram!(INTER_TOKEN, "model" => self.model.clone())
-                    .record(now.duration_since(last).as_secs_f64());
-            }
+            Some(last) => self
+                .inter_token
+                .get_or_insert_with(|| histogram!(INTER_TOKEN, "model" => self.model.clone()))
+                .record(now.duration_since(last).as_secs_f64()),
         }
         self.last_delta = Some(now);
     }

@@ -44,6 +44,14 @@ impl TestDb {
         self.store.clone()
     }
 
+    /// The single integer a `SELECT count(*) …` returns, read past the store (no flush).
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(self.sql.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
     /// Run raw SQL (to play a newer release).
     pub async fn exec(&self, sql: &str) {
         self.sql

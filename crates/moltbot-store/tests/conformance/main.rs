@@ -69,6 +69,7 @@ conformance!(
     compaction::compaction_of_claimed_items_conflicts,
     compaction::concurrent_compactions_have_one_winner,
     records::usage_insert_and_list,
+    records::usage_write_behind,
     records::idempotency_lifecycle,
     responses::responses_commit_with_the_turn_and_are_owner_scoped,
     keys::api_keys_lifecycle,

@@ -50,6 +50,41 @@ pub async fn usage_insert_and_list(db: TestDb) {
     assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 }
 
+/// Write-behind usage: queued records are read back at once (readers flush), land in the table
+/// without any reader within a few flush intervals, and more than one statement's worth (256 rows)
+/// goes through in order-independent batches.
+pub async fn usage_write_behind(db: TestDb) {
+    let store = db.migrated().await;
+    let queued: Vec<UsageRecord> = (0..600).map(|i| usage("dora", 1_000 + i, 1)).collect();
+    for r in &queued {
+        store.record_usage(r.clone());
+    }
+    assert_eq!(
+        store.sum_usage_tokens("dora", 0).await.unwrap(),
+        600 * (1 + u64::from(u32::MAX))
+    );
+    let listed = store.list_usage("dora", 1000).await.unwrap();
+    assert_eq!(listed.len(), 600);
+    assert_eq!(listed[0], queued[599]);
+
+    // No reader: the background writer alone gets the row into the table.
+    let late = usage("erin", 5, 7);
+    store.record_usage(late.clone());
+    let mut seen = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        seen = db
+            .count("SELECT count(*) FROM usage_records WHERE owner = 'erin'")
+            .await;
+        if seen == 1 {
+            break;
+        }
+    }
+    assert_eq!(seen, 1, "the background writer did not write the queued record");
+    store.flush().await.unwrap();
+    assert_eq!(store.list_usage("erin", 10).await.unwrap(), vec![late]);
+}
+
 pub async fn idempotency_lifecycle(db: TestDb) {
     let store = db.migrated().await;
     assert!(
