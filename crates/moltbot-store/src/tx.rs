@@ -12,6 +12,7 @@ use sqlx::{Any, Transaction};
 use crate::error::db_err;
 use crate::metrics::QueryTimer;
 use crate::rows;
+use crate::usage_log::{INSERT_USAGE, bind_usage};
 
 /// Milliseconds for an event at `now` (unix seconds, the caller's clock): the system clock's
 /// milliseconds when it agrees on the second, else the start of that second.
@@ -183,25 +184,11 @@ impl StoreTx for SqlTx {
 
     async fn insert_usage(&mut self, usage: &UsageRecord) -> StoreResult<()> {
         let _timer = QueryTimer::start("tx.insert_usage");
-        sqlx::query(
-            "INSERT INTO usage_records (id, owner, conversation_id, request_id, model, backend, prompt_tokens, \
-             completion_tokens, latency_ms, outcome, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(usage.id.as_str())
-        .bind(usage.owner.as_str())
-        .bind(usage.conversation_id.as_deref())
-        .bind(usage.request_id.as_deref())
-        .bind(usage.model.as_str())
-        .bind(usage.backend.as_deref())
-        .bind(i64::from(usage.prompt_tokens))
-        .bind(i64::from(usage.completion_tokens))
-        .bind(usage.latency_ms)
-        .bind(usage.outcome.as_str())
-        .bind(usage.created_at)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(db_err)?;
+        let sql = format!("{INSERT_USAGE}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
+        bind_usage(sqlx::query(&sql), usage)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 

@@ -117,10 +117,7 @@ async fn writer(log: Weak<UsageLog>, pool: AnyPool) {
 async fn insert(pool: &AnyPool, backend: Backend, rows: &[UsageRecord]) -> StoreResult<()> {
     let _timer = QueryTimer::start("insert_usage_batch");
     let mut sql = String::with_capacity(200 + rows.len() * 60);
-    sql.push_str(
-        "INSERT INTO usage_records (id, owner, conversation_id, request_id, model, backend, prompt_tokens, \
-         completion_tokens, latency_ms, outcome, created_at) VALUES ",
-    );
+    sql.push_str(INSERT_USAGE);
     for i in 0..rows.len() {
         let base = i * 11;
         if i > 0 {
@@ -143,19 +140,29 @@ async fn insert(pool: &AnyPool, backend: Backend, rows: &[UsageRecord]) -> Store
     }
     let mut q = sqlx::query(&sql);
     for u in rows {
-        q = q
-            .bind(u.id.as_str())
-            .bind(u.owner.as_str())
-            .bind(u.conversation_id.as_deref())
-            .bind(u.request_id.as_deref())
-            .bind(u.model.as_str())
-            .bind(u.backend.as_deref())
-            .bind(i64::from(u.prompt_tokens))
-            .bind(i64::from(u.completion_tokens))
-            .bind(u.latency_ms)
-            .bind(u.outcome.as_str())
-            .bind(u.created_at);
+        q = bind_usage(q, u);
     }
     q.execute(pool).await.map_err(db_err)?;
     Ok(())
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// The columns of a usage row, in the order [`bind_usage`] binds them.
+pub(crate) const INSERT_USAGE: &str = "INSERT INTO usage_records (id, owner, conversation_id, request_id, model, \
+    backend, prompt_tokens, completion_tokens, latency_ms, outcome, created_at) VALUES ";
+
+/// Bind one usage record's 11 values, in [`INSERT_USAGE`]'s column order.
+pub(crate) fn bind_usage<'q>(q: AnyQuery<'q>, u: &'q UsageRecord) -> AnyQuery<'q> {
+    q.bind(u.id.as_str())
+        .bind(u.owner.as_str())
+        .bind(u.conversation_id.as_deref())
+        .bind(u.request_id.as_deref())
+        .bind(u.model.as_str())
+        .bind(u.backend.as_deref())
+        .bind(i64::from(u.prompt_tokens))
+        .bind(i64::from(u.completion_tokens))
+        .bind(u.latency_ms)
+        .bind(u.outcome.as_str())
+        .bind(u.created_at)
 }
