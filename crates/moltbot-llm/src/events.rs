@@ -43,12 +43,10 @@ impl ChunkMapper {
             )));
         }
         if let Some(choice) = chunk.choice {
-            let content = choice.content.filter(|s| !s.is_empty());
-            if !self.finished && (content.is_some() || choice.tool_calls.is_some()) {
-                out.push(Ok(BackendEvent::Delta {
-                    content,
-                    tool_calls: choice.tool_calls,
-                }));
+            let ChunkDelta { content, tool_calls } = choice.delta.unwrap_or_default();
+            let content = content.filter(|s| !s.is_empty());
+            if !self.finished && (content.is_some() || tool_calls.is_some()) {
+                out.push(Ok(BackendEvent::Delta { content, tool_calls }));
             }
             if let Some(reason) = &choice.finish_reason {
                 self.finish(reason, out);
@@ -111,11 +109,6 @@ struct ChunkChoice {
     delta: Option<ChunkDelta>,
     #[serde(default)]
     finish_reason: Option<String>,
-    /// Filled from `delta` (kept flat for the caller).
-    #[serde(skip)]
-    content: Option<String>,
-    #[serde(skip)]
-    tool_calls: Option<Value>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -145,14 +138,7 @@ fn parse_chunk(data: &str) -> Result<Chunk, serde_json::Error> {
             .choices
             .unwrap_or_default()
             .into_iter()
-            .find(|c| c.index.unwrap_or(0) == 0)
-            .map(|mut c| {
-                if let Some(d) = c.delta.take() {
-                    c.content = d.content;
-                    c.tool_calls = d.tool_calls;
-                }
-                c
-            });
+            .find(|c| c.index.unwrap_or(0) == 0);
         return Ok(Chunk {
             error: typed.error,
             choice,
@@ -163,10 +149,12 @@ fn parse_chunk(data: &str) -> Result<Chunk, serde_json::Error> {
     let choice = first_choice(&v).map(|c| {
         let delta = &c["delta"];
         ChunkChoice {
-            content: delta["content"].as_str().map(str::to_owned),
-            tool_calls: Some(&delta["tool_calls"]).filter(|t| !t.is_null()).cloned(),
+            index: Some(0),
+            delta: Some(ChunkDelta {
+                content: delta["content"].as_str().map(str::to_owned),
+                tool_calls: Some(&delta["tool_calls"]).filter(|t| !t.is_null()).cloned(),
+            }),
             finish_reason: c["finish_reason"].as_str().map(str::to_owned),
-            ..Default::default()
         }
     });
     Ok(Chunk {

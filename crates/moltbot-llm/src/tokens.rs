@@ -12,7 +12,7 @@ pub enum TokenizerError {
 }
 
 /// Counts tokens with a tiktoken encoding. Each encoding is loaded once per process, on the first exact
-/// count (building the tables takes tens of milliseconds and about 30 MB, which a gateway whose upstreams
+/// count (building the tables takes time and tens of megabytes, which a gateway whose upstreams
 /// report usage never needs: prompts are bounded by their byte length first, see
 /// [`TokenCounter::max_text`]). Clones share the tables.
 #[derive(Clone)]

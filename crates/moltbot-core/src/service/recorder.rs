@@ -37,6 +37,12 @@ pub(super) enum PromptTokens {
 }
 
 impl RecorderInit {
+    /// The turn stores nothing but its usage row (no conversation, no stored response): that row is
+    /// written behind, without a transaction.
+    fn usage_only(&self, outcome: &TurnOutcome) -> bool {
+        self.conversation_id.is_none() && outcome.response.is_none()
+    }
+
     fn prompt_tokens(&self) -> u32 {
         match &self.prompt_tokens {
             PromptTokens::Counted(n) => *n,
@@ -103,7 +109,7 @@ impl TurnRecorder {
             return Ok(());
         };
         let usage = self.usage_or_estimate_with(&init, outcome.usage.clone());
-        if init.conversation_id.is_none() && outcome.response.is_none() {
+        if init.usage_only(&outcome) {
             // Only the usage row, queued without waiting: nothing to cancel.
             return write_turn(init, &self.backend, String::new(), outcome, usage).await;
         }
@@ -180,7 +186,7 @@ async fn write_turn(
     let now = init.clock.now_secs();
     let latency_ms = init.started.elapsed().as_millis() as i64;
     let result = if outcome.truncated { "cancelled" } else { "ok" };
-    if init.conversation_id.is_none() && outcome.response.is_none() {
+    if init.usage_only(&outcome) {
         // Nothing else to store: the usage row is written behind (batched; see `Store::record_usage`).
         init.store
             .record_usage(usage_record(&init, backend, &usage, result, now));

@@ -75,8 +75,22 @@ impl Local {
     }
 
     /// Generate one reply. On `cancel`, the text shown so far is stored, marked truncated — what the
-    /// server does when a streaming client goes away.
+    /// server does when a streaming client goes away. Usage queued for a turn stored nowhere else is
+    /// written before returning (this process may exit right after).
     pub async fn send(
+        &self,
+        ex: Exchange<'_>,
+        cancel: impl Future<Output = ()>,
+        out: &mut dyn FnMut(&str),
+    ) -> Reply {
+        let reply = self.generate(ex, cancel, out).await;
+        if let Err(e) = self.store.flush().await {
+            eprintln!("error: could not store the usage record: {e}");
+        }
+        reply
+    }
+
+    async fn generate(
         &self,
         ex: Exchange<'_>,
         cancel: impl Future<Output = ()>,
