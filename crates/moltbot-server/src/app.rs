@@ -11,7 +11,7 @@ use moltbot_core::{
 };
 use moltbot_store::StoreOptions;
 
-use crate::state::{AppState, Readiness};
+use crate::state::{AppState, Readiness, Shared};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BuildOptions {
@@ -189,7 +189,7 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
     }
     let auth = Arc::new(auth);
     let channels = Arc::new(crate::channels::from_config(&config)?);
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         channels,
         auth,
         body_limit: config.server.body_limit_bytes,
@@ -199,5 +199,5 @@ pub async fn build_state(config: Config, opts: BuildOptions) -> anyhow::Result<A
         chat,
         clock,
         readiness: Arc::new(Readiness::default()),
-    })
+    }))
 }

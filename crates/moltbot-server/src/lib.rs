@@ -34,7 +34,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use app::{BuildOptions, build_state};
 pub use listeners::{BindError, BoundAddrs, Listeners, serve};
-pub use state::{AppState, Readiness};
+pub use state::{AppState, Readiness, Shared};
 
 /// The dialog service (public listener).
 pub fn chat_router(state: AppState) -> Router {

@@ -8,8 +8,33 @@ use moltbot_core::{ChatService, Clock, Store};
 
 use crate::telemetry::Telemetry;
 
+/// The handle every route and middleware gets: one reference count per clone (axum clones the state
+/// for each middleware layer of each request; a struct of a dozen `Arc`s cost as many atomic updates).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// A copy of the shared parts, to build a changed state from (tests swap the clock this way).
+    pub fn to_shared(&self) -> Shared {
+        (*self.0).clone()
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+#[derive(Clone)]
+pub struct Shared {
     pub config: Arc<Config>,
     /// Access control: key lookups, token verification, rate limits, lockouts.
     pub auth: Arc<crate::auth::Auth>,

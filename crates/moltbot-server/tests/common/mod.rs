@@ -174,8 +174,10 @@ async fn start_listeners_clock(
         .await
         .unwrap();
     if let Some(clock) = clock {
-        state.auth = Arc::new(Auth::new(&state.config, state.store.clone(), clock.clone()));
-        state.clock = clock;
+        let mut shared = state.to_shared();
+        shared.auth = Arc::new(Auth::new(&shared.config, shared.store.clone(), clock.clone()));
+        shared.clock = clock;
+        state = moltbot_server::AppState::new(shared);
     }
     let (key, secret) = create_key(&state, &Scope::ALL, KeyLimits::default()).await;
     let (tx, rx) = oneshot::channel::<()>();
