@@ -131,6 +131,10 @@ pub trait Store:
     /// Delete idempotency records created before `before`; returns how many.
     async fn purge_idempotency(&self, before: i64) -> StoreResult<u64>;
 
+    /// Mark messages still `in_progress` that were created before `before` as `failed`: turns whose
+    /// process died mid-generation (a clean shutdown or a failed turn settles its own). Returns how many.
+    async fn fail_stale_messages(&self, before: i64) -> StoreResult<u64>;
+
     /// Usage records of an owner (newest first), for accounting and tests.
     async fn list_usage(&self, owner: &Owner, limit: u32) -> StoreResult<Vec<UsageRecord>>;
 

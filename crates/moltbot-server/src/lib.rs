@@ -9,6 +9,7 @@ pub mod channels;
 pub mod cluster;
 pub mod error;
 pub mod extract;
+pub mod housekeeping;
 pub mod idempotency;
 pub mod listeners;
 pub mod local;

@@ -192,6 +192,7 @@ pub async fn serve(
         tracing::info!(listeners = ?tls_config.listeners, "native TLS enabled");
     }
     let purge = tokio::spawn(crate::idempotency::purge_loop(state.clone()));
+    let sweep = tokio::spawn(crate::housekeeping::stale_turns_loop(state.clone()));
     // Channel workers and long-lived platform connections, outbound webhook delivery: they finish the
     // item in hand after the listeners drained (what they leave is retried by the next replica/start).
     let stop_background = CancellationToken::new();
@@ -231,6 +232,7 @@ pub async fn serve(
         servers.abort_all();
     }
     purge.abort();
+    sweep.abort();
     stop_background.cancel();
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(5),

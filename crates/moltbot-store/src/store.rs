@@ -374,6 +374,18 @@ impl Store for SqlStore {
         Ok(done.rows_affected())
     }
 
+    async fn fail_stale_messages(&self, before: i64) -> StoreResult<u64> {
+        let _timer = QueryTimer::start("fail_stale_messages");
+        let done = sqlx::query(
+            "UPDATE messages SET status = 'failed' WHERE status = 'in_progress' AND created_at < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(done.rows_affected())
+    }
+
     async fn list_usage(&self, owner: &Owner, limit: u32) -> StoreResult<Vec<UsageRecord>> {
         self.usage.flush(&self.pool).await?;
         let _timer = QueryTimer::start("list_usage");

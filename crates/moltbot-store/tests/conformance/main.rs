@@ -63,6 +63,7 @@ conformance!(
     messages::append_errors,
     messages::context_messages_filter,
     messages::set_message_status_updates,
+    messages::fail_stale_messages_settles_only_old_in_progress,
     messages::get_and_delete_message,
     messages::appends_are_sequenced,
     compaction::compaction_replaces_messages_in_context,

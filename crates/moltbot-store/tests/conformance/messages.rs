@@ -199,6 +199,52 @@ pub async fn set_message_status_updates(db: TestDb) {
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }
 
+/// The crash sweep: only `in_progress` messages older than the cut-off become `failed`; newer ones (a
+/// turn another replica may still be generating) and settled ones are left alone.
+pub async fn fail_stale_messages_settles_only_old_in_progress(db: TestDb) {
+    let store = db.migrated().await;
+    let conv = create_conversation(&store, "alice").await;
+    let append_at = |at: i64, messages: Vec<NewMessage>| {
+        let store = store.clone();
+        let id = conv.id.clone();
+        async move {
+            let mut tx = store.begin().await.unwrap();
+            let stored = tx.append_messages(&id, &messages, at).await.unwrap();
+            tx.commit().await.unwrap();
+            stored
+        }
+    };
+    let old = append_at(
+        1_000,
+        vec![
+            user("answered"),
+            msg(Role::User, "crashed mid-turn", MessageStatus::InProgress),
+            msg(Role::Assistant, "cut", MessageStatus::Truncated),
+        ],
+    )
+    .await;
+    let recent = append_at(
+        5_000,
+        vec![msg(Role::User, "still generating", MessageStatus::InProgress)],
+    )
+    .await;
+
+    assert_eq!(store.fail_stale_messages(4_000).await.unwrap(), 1);
+    let status = |id: String| {
+        let store = store.clone();
+        let conv = conv.id.clone();
+        async move { store.get_message(&conv, &id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(old[0].id.clone()).await, MessageStatus::Completed);
+    assert_eq!(status(old[1].id.clone()).await, MessageStatus::Failed);
+    assert_eq!(status(old[2].id.clone()).await, MessageStatus::Truncated);
+    assert_eq!(status(recent[0].id.clone()).await, MessageStatus::InProgress);
+    // Idempotent; a later cut-off takes the rest.
+    assert_eq!(store.fail_stale_messages(4_000).await.unwrap(), 0);
+    assert_eq!(store.fail_stale_messages(5_001).await.unwrap(), 1);
+    assert_eq!(status(recent[0].id.clone()).await, MessageStatus::Failed);
+}
+
 pub async fn get_and_delete_message(db: TestDb) {
     let store = db.migrated().await;
     let conv = create_conversation(&store, "alice").await;
