@@ -48,8 +48,26 @@ pub struct BoundAddrs {
     pub pid: u32,
 }
 
+/// The accept queue of every listener. tokio's `TcpListener::bind` (like std's) asks for 128: a burst
+/// of new connections (10,000 streams opened at once, clients reconnecting after a deploy) then
+/// overflows it, and each dropped SYN is retried by the client only a second or more later. The
+/// kernel caps the value at `net.core.somaxconn` (4096 by default since Linux 5.4).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind like `TcpListener::bind` (SO_REUSEADDR, then bind) but listen with [`LISTEN_BACKLOG`].
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn bind_one(name: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    listen(addr).map_err(|e| {
         let cause = match e.kind() {
             std::io::ErrorKind::AddrInUse => {
                 "address already in use (another process is listening there; `moltbot doctor` shows which)"

@@ -117,9 +117,13 @@ impl FakeUpstream {
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        // A deep accept queue, as a real platform's front has: the benchmark opens 10,000 streams at once
+        // (tokio's default backlog of 128 drops SYNs, which the client retries only after a second).
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
             .expect("bind fake upstream");
+        let listener = socket.listen(4096).expect("listen");
         let addr = listener.local_addr().expect("local addr");
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);

@@ -14,6 +14,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
+    raise_open_file_limit();
     super::runtime()?.block_on(async move {
         let listeners =
             moltbot_server::Listeners::bind(config.chat_addr, config.admin_addr, config.debug_addr)
@@ -42,6 +43,39 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
         moltbot_server::serve(state, listeners, shutdown_signal(), args.ready_file).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Raise the soft open-file limit to the hard one, as Go's and nginx's servers do: every streamed
+/// chat holds two sockets (the client's and the upstream's), so a shell's default soft limit of 1024
+/// would cap a replica at ~500 concurrent streams whatever the hard limit allows. systemd's
+/// `LimitNOFILE=` (65536 in deploy/systemd) sets both already; this covers everything else.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if limit.current.is_some() && limit.current < limit.maximum.or(Some(u64::MAX)) {
+            let raised = rustix::process::Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => tracing::debug!(
+                    from = limit.current,
+                    to = limit.maximum,
+                    "raised the open-file limit to the hard limit"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+            }
+        }
+        let now = getrlimit(Resource::Nofile).current;
+        if now.is_some_and(|n| n < 4096) {
+            tracing::warn!(
+                limit = now,
+                "the open-file limit is low: each streamed chat holds two sockets; raise LimitNOFILE / ulimit -n"
+            );
+        }
+    }
 }
 
 /// SIGINT / SIGTERM. The handlers are installed here, before `serve` writes its ready file: a
