@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 export CARGO_TERM_COLOR ?= auto
 
-.PHONY: dist check-dist check-deploy check-prometheus check-rules check-dashboard dashboard model bench bench-bins bench-quick bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser test-cluster release-compat check-glibc check-glibc-ci check-systemd chaos soak fuzz-api
+.PHONY: dist check-dist check-deploy check-prometheus check-rules check-dashboard dashboard model bench bench-bins bench-quick bench-peers bench-engine run build release test test-rust test-e2e lint fmt docs deps-python clean tools bins test-e2e-node test-browser test-cluster release-compat check-glibc check-glibc-ci check-systemd chaos soak fuzz-api
 
 ## run: fetch the embedded default model (Gemma 3 270M) and start moltbot; with no MODEL_ENDPOINT the
 ## local model answers as "default" with no API key (reads .env / MODEL_ENDPOINT / API_KEY)
@@ -28,16 +28,22 @@ $(DEFAULT_MODEL):
 
 ## bench: the gateway benchmark (release builds in target/bench): proxy overhead vs direct at c=1/16/64/256,
 ## SQLite/PostgreSQL recording, streaming TTFT and CPU per chunk, 1k/5k/10k held streams, startup, idle RSS;
-## writes bench/REPORT.md and bench/report.json (about 10 minutes on 2 cores). bench-quick: a smoke run.
+## writes bench/REPORT.md and bench/report.json (about 7 minutes on 2 cores with LiteLLM). bench-quick: a smoke run.
 BENCH_TARGET ?= $(CURDIR)/target/bench
 bench-bins:
 	CARGO_TARGET_DIR=$(BENCH_TARGET) $(CARGO) build --release -p moltbot -p moltbot-testkit -p moltbot-bench
 
 bench: bench-bins
-	$(PYTHON) bench/harness.py --target-dir $(BENCH_TARGET)
+	$(PYTHON) bench/harness.py --target-dir $(BENCH_TARGET) --litellm $(BENCH_TARGET)/litellm-venv/bin/litellm
+
+## bench-peers: installs the optional peer LiteLLM proxy (PyPI) into target/bench/litellm-venv; `make bench`
+## then measures it against the same fake upstream (skipped when absent)
+bench-peers:
+	test -x $(BENCH_TARGET)/litellm-venv/bin/pip || $(PYTHON) -m venv $(BENCH_TARGET)/litellm-venv
+	$(BENCH_TARGET)/litellm-venv/bin/pip install --quiet --disable-pip-version-check 'litellm[proxy]==1.108.7'
 
 bench-quick: bench-bins
-	$(PYTHON) bench/harness.py --target-dir $(BENCH_TARGET) --quick --out $(BENCH_TARGET)/REPORT-quick.md \
+	$(PYTHON) bench/harness.py --target-dir $(BENCH_TARGET) --litellm $(BENCH_TARGET)/litellm-venv/bin/litellm --quick --out $(BENCH_TARGET)/REPORT-quick.md \
 		--json $(BENCH_TARGET)/report-quick.json
 
 ## bench-engine: local engine throughput (release build) vs the raw decode loop and llama.cpp's llama-bench

@@ -10,7 +10,8 @@ measured phase, so "gateway CPU per request" is moltbot's own CPU, not the machi
 
 Figures (median of --runs runs each):
 - non-streaming proxy at concurrency 1, 16, 64, 256: requests/s, p50/p99 and moltbot CPU per request — direct
-  to the upstream (baseline) and through moltbot with recording off, on SQLite and on PostgreSQL;
+  to the upstream (baseline), through a minimal proxy built from the same crates (`moltbot-floor-proxy`: the
+  floor, what two HTTP exchanges cost here) and through moltbot with recording off, on SQLite and on PostgreSQL;
 - streaming: time to first token added, moltbot CPU per streamed chunk;
 - concurrent SSE streams held (1k, 5k, 10k): RSS per stream;
 - startup to /ready and idle RSS;
@@ -41,6 +42,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLK = os.sysconf("SC_CLK_TCK")
 KEY = "mb_bench_" + os.urandom(16).hex()
+LITELLM_KEY = "sk-bench-" + os.urandom(16).hex()
 PG_URL = os.environ.get("MOLTBOT_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 CORES = os.cpu_count() or 1
 
@@ -49,6 +51,28 @@ def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def tree_cpu_seconds(pid):
+    """CPU seconds of a process and all its descendants (a Python server may fork workers)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, ValueError, IndexError):
+                pass
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+        except OSError:
+            continue
+        todo.extend(children.get(p, []))
+    return total
 
 
 def rss_kib(pid):
@@ -67,10 +91,23 @@ def pin(cmd, role):
     return ["taskset", "-c", cores, *cmd]
 
 
+# deploy/systemd/moltbot.service's LimitNOFILE. A proxied stream holds two sockets in moltbot (the client's
+# and the upstream's): 10,000 streams need 20,000+ descriptors.
+PRODUCTION_NOFILE = 65536
+
+
 def raise_nofile():
+    """Soft limit to the hard limit; where allowed (root), both up to the production unit's value."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return soft, hard
+    raised = hard
+    if hard != resource.RLIM_INFINITY and hard < PRODUCTION_NOFILE:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (PRODUCTION_NOFILE, PRODUCTION_NOFILE))
+            raised = PRODUCTION_NOFILE
+        except (ValueError, OSError):
+            pass
+    resource.setrlimit(resource.RLIMIT_NOFILE, (raised, raised))
+    return soft, hard, raised
 
 
 class Fake:
@@ -79,6 +116,19 @@ class Fake:
         self.url = self.proc.stdout.readline().strip()
         u = urllib.parse.urlsplit(self.url)
         self.chat_url = f"http://{u.netloc}/v1/chat/completions"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+class Floor:
+    """moltbot-floor-proxy: forwards the body untouched (the baseline for "what a proxy costs at all")."""
+
+    def __init__(self, bins, upstream_chat_url):
+        self.proc = subprocess.Popen(pin([bins["floor"], "--upstream", upstream_chat_url], "moltbot"),
+                                     stdout=subprocess.PIPE, text=True)
+        self.chat_url = self.proc.stdout.readline().strip() + "/v1/chat/completions"
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
@@ -134,8 +184,8 @@ class Moltbot:
         self.dir.cleanup()
 
 
-def load(bins, url, body, **kw):
-    cmd = [bins["load"], "--url", url, "--body", json.dumps(body), "--key", KEY]
+def load(bins, url, body, key=KEY, **kw):
+    cmd = [bins["load"], "--url", url, "--body", json.dumps(body), "--key", key]
     for k, v in kw.items():
         flag = "--" + k.replace("_", "-")
         if v is True:
@@ -153,6 +203,16 @@ def measured(bins, target_pid, url, body, **kw):
     c0 = cpu_seconds(target_pid)
     r = load(bins, url, body, **kw)
     r["cpu_s"] = cpu_seconds(target_pid) - c0
+    if r["errors"]:
+        raise RuntimeError(f"{r['errors']} errors, e.g. {r['first_error']}")
+    return r
+
+
+def measured_tree(bins, target_pid, url, body, **kw):
+    """Like `measured`, with the CPU of the target's whole process tree."""
+    c0 = tree_cpu_seconds(target_pid)
+    r = load(bins, url, body, **kw)
+    r["cpu_s"] = tree_cpu_seconds(target_pid) - c0
     if r["errors"]:
         raise RuntimeError(f"{r['errors']} errors, e.g. {r['first_error']}")
     return r
@@ -198,6 +258,16 @@ def non_streaming(bins, a, results, pg_ok):
             runs = [measured(bins, fake.proc.pid, fake.chat_url, direct_body, requests=n, concurrency=c, warmup=c * 2)
                     for _ in range(a.runs)]
             table[("direct", c)] = runs
+        # The floor: a minimal proxy from the same crates (no auth, parsing, logging or storage), pinned
+        # like moltbot — what two HTTP exchanges on loopback cost on this machine.
+        floor = Floor(bins, fake.chat_url)
+        try:
+            for c in a.concurrency:
+                n = max(a.requests, c * 20)
+                table[("floor", c)] = [measured(bins, floor.proc.pid, floor.chat_url, direct_body, requests=n,
+                                                concurrency=c, warmup=c * 2) for _ in range(a.runs)]
+        finally:
+            floor.stop()
         modes = [("off", None, False), ("sqlite", None, True)]
         if pg_ok:
             modes.append(("postgres", "pg", True))
@@ -276,13 +346,18 @@ def held_streams(bins, a, results):
             held = json.loads(p.stdout.readline())
             time.sleep(1.0)
             peak = rss_kib(m.pid)
+            fds = len(os.listdir(f"/proc/{m.pid}/fd"))
             done = json.loads(p.stdout.readline())
             p.wait(timeout=300)
+            with open(os.path.join(m.dir.name, "log"), errors="replace") as f:
+                emfile = f.read().count("Too many open files")
             out[str(n)] = {
                 "opened": held["open"], "all_open_after_s": round(held["after_s"], 2), "errors": done["errors"],
                 "first_error": done["first_error"], "idle_rss_mib": round(idle / 1024, 1),
                 "rss_mib_with_streams": round(peak / 1024, 1),
                 "kib_per_stream": round((peak - idle) / max(held["open"], 1), 1),
+                "moltbot_fds_held": fds, "moltbot_nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                "refused_emfile": emfile,
             }
         finally:
             m.stop()
@@ -307,6 +382,72 @@ def startup(bins, a, results):
         fake.stop()
 
 
+def free_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def litellm_peer(bins, a, results):
+    """LiteLLM proxy (PyPI `litellm[proxy]`, `make bench-peers` installs it) against the same fake upstream,
+    pinned like moltbot: the same non-streaming figures. One worker, no database, a master key (its cheapest
+    authenticated configuration: a string comparison), its cost map read locally (no network)."""
+    exe = a.litellm
+    fake = Fake(bins, "--reply", "Hello from the fake upstream, a short reply.", "--chunks", "4")
+    tmp = tempfile.TemporaryDirectory(prefix="moltbot-bench-litellm-")
+    cfg = os.path.join(tmp.name, "config.yaml")
+    with open(cfg, "w") as f:
+        f.write("model_list:\n  - model_name: fake-model\n    litellm_params:\n      model: openai/fake-model\n"
+                f"      api_base: {fake.url}\n      api_key: sk-bench\n"
+                "litellm_settings:\n  telemetry: false\n  drop_params: true\n"
+                f"general_settings:\n  master_key: {LITELLM_KEY}\n")
+    port = free_port()
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR", NO_PROXY="127.0.0.1")
+    log = open(os.path.join(tmp.name, "log"), "wb")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(pin([exe, "--config", cfg, "--host", "127.0.0.1", "--port", str(port),
+                                 "--num_workers", "1"], "moltbot"), env=env, stdout=log, stderr=log,
+                            cwd=tmp.name)
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            if proc.poll() is not None or time.perf_counter() - t0 > 180:
+                raise RuntimeError("LiteLLM did not start: " + open(log.name, errors="replace").read()[-2000:])
+            time.sleep(0.05)
+        startup_s = time.perf_counter() - t0
+        time.sleep(2.0)
+        idle = rss_kib(proc.pid)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        body = dict(CHAT, model="fake-model")
+        out = {"version": subprocess.run([os.path.join(os.path.dirname(exe), "python"), "-c",
+                                          "import importlib.metadata as m; print(m.version('litellm'))"],
+                                         capture_output=True, text=True).stdout.strip(),
+               "to_ready_ms": round(startup_s * 1000), "idle_rss_mib": round(idle / 1024, 1)}
+        for c in a.litellm_concurrency:
+            n = max(a.litellm_requests, c * 10)
+            runs = [measured_tree(bins, proc.pid, url, body, key=LITELLM_KEY, requests=n, concurrency=c, warmup=c * 2)
+                    for _ in range(a.runs)]
+            out[f"c{c}"] = {"rps": median_of(runs, "rps"), "p50_us": median_of(runs, "p50_us"),
+                            "p99_us": median_of(runs, "p99_us"),
+                            "cpu_us_per_req": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs)}
+        out["rss_after_load_mib"] = round(rss_kib(proc.pid) / 1024, 1)
+        results["litellm"] = out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        fake.stop()
+        tmp.cleanup()
+
+
 def versions(bins):
     def cmd(*c):
         try:
@@ -325,7 +466,7 @@ def versions(bins):
         "machine": f"{CORES} cores ({cpu}), {mem:.0f} GiB, {platform.platform()}",
         "moltbot": cmd(bins["moltbot"], "--version") + ", built " + datetime.datetime.fromtimestamp(
             os.path.getmtime(bins["moltbot"]), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "git": cmd("git", "-C", ROOT, "rev-parse", "--short", "HEAD"),
+        "git": cmd("git", "-C", ROOT, "describe", "--always", "--dirty"),
         "rustc": cmd("rustc", "--version"),
         "postgres": cmd("psql", PG_URL, "-tAc", "SHOW server_version"),
     }
@@ -342,27 +483,39 @@ def main():
     ap.add_argument("--hold-s", type=float, default=8.0)
     ap.add_argument("--starts", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="fewer requests and streams (a smoke run)")
+    ap.add_argument("--litellm", default=os.path.join(ROOT, "target", "bench", "litellm-venv", "bin", "litellm"),
+                    help="LiteLLM proxy's executable (`make bench-peers`); skipped when absent")
+    ap.add_argument("--litellm-requests", type=int, default=1000)
+    ap.add_argument("--litellm-concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 64])
+    ap.add_argument("--only", default=None, help="comma-separated phases to run (default: all)")
     ap.add_argument("--json", default=os.path.join(ROOT, "bench", "report.json"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "REPORT.md"))
     a = ap.parse_args()
     if a.quick:
         a.runs, a.requests, a.stream_requests, a.streams, a.starts = 1, 500, 50, [500], 2
+        a.litellm_requests = 200
     rel = os.path.join(a.target_dir, "release")
     bins = {"moltbot": os.path.join(rel, "moltbot"), "fake": os.path.join(rel, "moltbot-fake-upstream"),
-            "load": os.path.join(rel, "moltbot-load")}
+            "load": os.path.join(rel, "moltbot-load"), "floor": os.path.join(rel, "moltbot-floor-proxy")}
     for b in bins.values():
         if not os.access(b, os.X_OK):
             sys.exit(f"{b} is missing: CARGO_TARGET_DIR={a.target_dir} cargo build --release -p moltbot "
                      "-p moltbot-testkit -p moltbot-bench")
-    soft, hard = raise_nofile()
+    soft, hard, raised = raise_nofile()
     pg_ok = subprocess.run(["psql", PG_URL, "-tAc", "SELECT 1"], capture_output=True).returncode == 0
-    results = {"versions": versions(bins), "nofile": {"soft_before": soft, "hard": hard},
+    results = {"versions": versions(bins), "nofile": {"soft_before": soft, "hard": hard, "raised_to": raised},
                "args": {k: v for k, v in vars(a).items() if k not in ("json", "out")}, "cores": CORES}
     t0 = time.time()
     for name, phase in [("startup", lambda: startup(bins, a, results)),
                         ("non-streaming", lambda: non_streaming(bins, a, results, pg_ok)),
                         ("streaming", lambda: streaming(bins, a, results)),
-                        ("held streams", lambda: held_streams(bins, a, results))]:
+                        ("held streams", lambda: held_streams(bins, a, results)),
+                        ("litellm", lambda: litellm_peer(bins, a, results))]:
+        if a.only and name not in a.only.split(","):
+            continue
+        if name == "litellm" and not os.access(a.litellm, os.X_OK):
+            print(f"::: {name}: skipped ({a.litellm} is missing; `make bench-peers` installs it)", file=sys.stderr)
+            continue
         t = time.time()
         print(f"::: {name}", file=sys.stderr, flush=True)
         phase()

@@ -6,6 +6,15 @@ def _us(v):
     return "—" if v is None else f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs"
 
 
+def _nofile(n):
+    raised = n.get("raised_to", n["hard"])
+    if raised > n["hard"]:
+        return (f"- open files: soft limit {n['soft_before']}, hard limit {n['hard']}; both raised to {raised} (as "
+                "deploy/systemd/moltbot.service's LimitNOFILE; the harness runs as root) — a proxied stream holds "
+                "two sockets in moltbot, so 10k streams need more than 20,000")
+    return f"- open files: soft limit {n['soft_before']} raised to the hard limit {n['hard']}"
+
+
 def render(r, command):
     v = r["versions"]
     ns = r.get("non_streaming", {})
@@ -17,12 +26,15 @@ def render(r, command):
         "",
         f"- machine: {v['machine']}",
         f"- {v['moltbot']} (git {v['git']}), {v['rustc']}, PostgreSQL {v['postgres']}",
-        f"- open files: soft limit {r['nofile']['soft_before']} raised to the hard limit {r['nofile']['hard']}",
+        _nofile(r["nofile"]),
         f"- pinning: moltbot on core 0, upstream and load generator on the other core(s) ({r['cores']} cores)",
         f"- each figure: median of {r['args']['runs']} runs; CPU = utime + stime of the measured process",
         "",
         "Baselines are measured in the same run: *direct* = the load generator talking to the fake upstream",
-        "(a Rust axum server with real SSE framing) without moltbot in between.",
+        "(a Rust axum server with real SSE framing) without moltbot in between; *floor* = the same traffic",
+        "through `moltbot-floor-proxy`, a minimal proxy from moltbot's own crates (tokio, axum/hyper, reqwest)",
+        "that forwards the body untouched — no authentication, parsing, logging, metrics or storage. Its CPU per",
+        "request is what two HTTP exchanges on loopback cost on this machine; moltbot cannot go below it.",
         "",
         "## Non-streaming chat completions",
         "",
@@ -31,7 +43,8 @@ def render(r, command):
     ]
     for c in conc:
         d = ns.get(f"direct@{c}")
-        for mode, label in [("direct", "direct (fake upstream's CPU)"), ("off", "moltbot, recording off"),
+        for mode, label in [("direct", "direct (fake upstream's CPU)"), ("floor", "floor proxy"),
+                            ("off", "moltbot, recording off"),
                             ("sqlite", "moltbot, SQLite"), ("postgres", "moltbot, PostgreSQL")]:
             x = ns.get(f"{mode}@{c}")
             if not x:
@@ -71,11 +84,44 @@ def render(r, command):
         for n, x in hs.items():
             out.append(f"| {n} | {x['opened']} | {x['all_open_after_s']} s | {x['errors']} | {x['idle_rss_mib']} MiB | "
                        f"{x['rss_mib_with_streams']} MiB | {x['kib_per_stream']} KiB |")
+        for n, x in hs.items():
+            if x.get("refused_emfile"):
+                out += ["", f"At {n} streams moltbot held {x['moltbot_fds_held']} file descriptors against an open-file "
+                            f"limit of {x['moltbot_nofile']}: every stream holds two sockets (the client's and the "
+                            "upstream's, HTTP/1.1 to the fake upstream), so the limit, not memory, refused "
+                            f"{x['refused_emfile']} upstream connections (\"Too many open files\", answered 502). "
+                            "This machine's hard limit cannot be raised (no CAP_SYS_RESOURCE); production units set "
+                            "LimitNOFILE=65536."]
     su = r.get("startup")
     if su:
         out += ["", "## Startup and idle memory", "",
                 f"- spawn → `/ready` 200: median **{su['to_ready_ms_median']} ms** (all: {su['to_ready_ms_all']})",
                 f"- idle RSS after start: **{su['idle_rss_mib_median']} MiB**"]
+
+    ll = r.get("litellm")
+    if ll:
+        out += ["", "## Peer: LiteLLM proxy", "",
+                f"LiteLLM {ll['version']} (`litellm --config … --num_workers 1`, a master key, no database), pinned like",
+                "moltbot, against the same fake upstream; CPU = its whole process tree. moltbot's rows are the",
+                "recording-off figures above (both authenticate every request; moltbot also rate-limits, meters",
+                "and queues a usage row per request).",
+                "",
+                "| concurrency | proxy | req/s | p50 | p99 | CPU per request | moltbot's CPU advantage |",
+                "|---:|---|---:|---:|---:|---:|---:|"]
+        for key in sorted((k for k in ll if k.startswith("c") and k[1:].isdigit()), key=lambda k: int(k[1:])):
+            c = int(key[1:])
+            x, m = ll[key], ns.get(f"off@{c}")
+            out.append(f"| {c} | LiteLLM | {x['rps']:.0f} | {_us(x['p50_us'])} | {_us(x['p99_us'])} | "
+                       f"{_us(x['cpu_us_per_req'])} | |")
+            if m:
+                out.append(f"| {c} | moltbot | {m['rps']:.0f} | {_us(m['p50_us'])} | {_us(m['p99_us'])} | "
+                           f"{_us(m['cpu_us_per_req'])} | {x['cpu_us_per_req'] / m['cpu_us_per_req']:.0f}× less |")
+        su_ = r.get("startup")
+        out += ["", f"- LiteLLM start to `/health/liveliness` 200: {ll['to_ready_ms']} ms"
+                + (f" (moltbot: {su_['to_ready_ms_median']} ms to `/ready`)" if su_ else ""),
+                f"- LiteLLM idle RSS: {ll['idle_rss_mib']} MiB"
+                + (f" (moltbot: {su_['idle_rss_mib_median']} MiB)" if su_ else "")
+                + f"; after the load: {ll['rss_after_load_mib']} MiB"]
 
     # Targets (issue 10).
     def get(key, c):
@@ -89,14 +135,25 @@ def render(r, command):
         x = get(mode, 64)
         if x:
             rows.append((f"  … with recording on {mode}", _us(x["cpu_us_per_req"]), x["cpu_us_per_req"] <= 100))
+    f64_ = get("floor", 64)
+    if cpu64 and f64_:
+        rows.append(("  … of which the floor proxy's own CPU per request (c=64)",
+                     f"{_us(f64_['cpu_us_per_req'])} (moltbot = {cpu64['cpu_us_per_req'] / f64_['cpu_us_per_req']:.2f}×)",
+                     None))
     d64, o64 = get("direct", 64), get("off", 64)
     if d64 and o64:
         rows.append(("throughput ≥ 50 % of direct at c=64", f"{o64['rps'] / d64['rps'] * 100:.0f} %",
                      o64["rps"] >= 0.5 * d64["rps"]))
+        if f64_:
+            rows.append(("  … the floor proxy's throughput vs direct (c=64)",
+                         f"{f64_['rps'] / d64['rps'] * 100:.0f} %", None))
     d1, o1 = get("direct", 1), get("off", 1)
     if d1 and o1:
         added = o1["p50_us"] - d1["p50_us"]
         rows.append(("added p50 ≤ 0.1 ms at c=1", _us(added), added <= 100))
+        f1 = get("floor", 1)
+        if f1:
+            rows.append(("  … the floor proxy's added p50 (c=1)", _us(f1["p50_us"] - d1["p50_us"]), None))
     if st:
         rows.append(("≤ 20 µs CPU per streamed chunk", f"{st['cpu_us_per_chunk_c16']:.1f} µs",
                      st["cpu_us_per_chunk_c16"] <= 20))

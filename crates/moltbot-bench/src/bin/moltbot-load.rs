@@ -225,38 +225,49 @@ async fn open_loop(args: Arc<Args>, client: reqwest::Client, rate: f64, requests
 
 async fn hold(args: Arc<Args>, client: reqwest::Client, n: usize) -> anyhow::Result<serde_json::Value> {
     let opened = Arc::new(AtomicU64::new(0));
+    // Streams refused or broken before their first event: the wait below does not wait for them.
+    let refused = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
-        let (args, client, opened) = (args.clone(), client.clone(), opened.clone());
+        let (args, client, opened, refused) = (args.clone(), client.clone(), opened.clone(), refused.clone());
         tasks.push(tokio::spawn(async move {
-            let mut req = client
-                .post(&args.url)
-                .header("content-type", "application/json")
-                .body(args.body.clone());
-            if let Some(k) = &args.key {
-                req = req.bearer_auth(k);
-            }
-            let resp = req.send().await?;
-            if !resp.status().is_success() {
-                bail!("HTTP {}", resp.status());
-            }
-            let mut body = resp.bytes_stream();
             let mut first = true;
-            let mut bytes = 0usize;
-            while let Some(c) = body.next().await {
-                bytes += c?.len();
-                if first {
-                    first = false;
-                    opened.fetch_add(1, Ordering::Relaxed);
+            let streamed = async {
+                let mut req = client
+                    .post(&args.url)
+                    .header("content-type", "application/json")
+                    .body(args.body.clone());
+                if let Some(k) = &args.key {
+                    req = req.bearer_auth(k);
                 }
+                let resp = req.send().await?;
+                if !resp.status().is_success() {
+                    bail!("HTTP {}", resp.status());
+                }
+                let mut body = resp.bytes_stream();
+                let mut bytes = 0usize;
+                while let Some(c) = body.next().await {
+                    bytes += c?.len();
+                    if first {
+                        first = false;
+                        opened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                anyhow::Ok(bytes)
             }
-            anyhow::Ok(bytes)
+            .await;
+            if streamed.is_err() && first {
+                refused.fetch_add(1, Ordering::Relaxed);
+            }
+            streamed
         }));
     }
-    // All streams have their first event: report, hold, then let them finish.
+    // All streams have their first event (or were refused): report, hold, then let them finish.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while (opened.load(Ordering::Relaxed) as usize) < n && Instant::now() < deadline {
+    while ((opened.load(Ordering::Relaxed) + refused.load(Ordering::Relaxed)) as usize) < n
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let all_open_s = started.elapsed().as_secs_f64();
