@@ -198,21 +198,11 @@ def load(bins, url, body, key=KEY, **kw):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measured(bins, target_pid, url, body, **kw):
-    """One load run; adds the target process's CPU seconds spent during it."""
-    c0 = cpu_seconds(target_pid)
+def measured(bins, target_pid, url, body, cpu=cpu_seconds, **kw):
+    """One load run; adds the target's CPU seconds spent during it (`cpu=tree_cpu_seconds`: with its children)."""
+    c0 = cpu(target_pid)
     r = load(bins, url, body, **kw)
-    r["cpu_s"] = cpu_seconds(target_pid) - c0
-    if r["errors"]:
-        raise RuntimeError(f"{r['errors']} errors, e.g. {r['first_error']}")
-    return r
-
-
-def measured_tree(bins, target_pid, url, body, **kw):
-    """Like `measured`, with the CPU of the target's whole process tree."""
-    c0 = tree_cpu_seconds(target_pid)
-    r = load(bins, url, body, **kw)
-    r["cpu_s"] = tree_cpu_seconds(target_pid) - c0
+    r["cpu_s"] = cpu(target_pid) - c0
     if r["errors"]:
         raise RuntimeError(f"{r['errors']} errors, e.g. {r['first_error']}")
     return r
@@ -431,8 +421,8 @@ def litellm_peer(bins, a, results):
                "to_ready_ms": round(startup_s * 1000), "idle_rss_mib": round(idle / 1024, 1)}
         for c in a.litellm_concurrency:
             n = max(a.litellm_requests, c * 10)
-            runs = [measured_tree(bins, proc.pid, url, body, key=LITELLM_KEY, requests=n, concurrency=c, warmup=c * 2)
-                    for _ in range(a.runs)]
+            runs = [measured(bins, proc.pid, url, body, cpu=tree_cpu_seconds, key=LITELLM_KEY, requests=n,
+                             concurrency=c, warmup=c * 2) for _ in range(a.runs)]
             out[f"c{c}"] = {"rps": median_of(runs, "rps"), "p50_us": median_of(runs, "p50_us"),
                             "p99_us": median_of(runs, "p99_us"),
                             "cpu_us_per_req": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in runs)}

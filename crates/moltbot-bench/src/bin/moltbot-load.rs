@@ -86,15 +86,20 @@ struct Outcome {
     events: u64,
 }
 
-async fn one(client: &reqwest::Client, args: &Args, since: Instant) -> anyhow::Result<Outcome> {
-    let mut req = client
+/// The request every mode sends: `--body` as JSON to `--url`, with `--key` as bearer token.
+fn request(client: &reqwest::Client, args: &Args) -> reqwest::RequestBuilder {
+    let req = client
         .post(&args.url)
         .header("content-type", "application/json")
         .body(args.body.clone());
-    if let Some(k) = &args.key {
-        req = req.bearer_auth(k);
+    match &args.key {
+        Some(k) => req.bearer_auth(k),
+        None => req,
     }
-    let resp = req.send().await.context("send")?;
+}
+
+async fn one(client: &reqwest::Client, args: &Args, since: Instant) -> anyhow::Result<Outcome> {
+    let resp = request(client, args).send().await.context("send")?;
     let status = resp.status();
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();
@@ -234,14 +239,7 @@ async fn hold(args: Arc<Args>, client: reqwest::Client, n: usize) -> anyhow::Res
         tasks.push(tokio::spawn(async move {
             let mut first = true;
             let streamed = async {
-                let mut req = client
-                    .post(&args.url)
-                    .header("content-type", "application/json")
-                    .body(args.body.clone());
-                if let Some(k) = &args.key {
-                    req = req.bearer_auth(k);
-                }
-                let resp = req.send().await?;
+                let resp = request(&client, &args).send().await?;
                 if !resp.status().is_success() {
                     bail!("HTTP {}", resp.status());
                 }
