@@ -109,6 +109,7 @@ async fn accept_loop(
                 }
             },
         };
+        no_delay(&stream);
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -139,6 +140,15 @@ async fn accept_error(e: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
+/// TCP_NODELAY on every accepted connection: a streamed reply is many small writes (one SSE event per
+/// token), and with Nagle's algorithm each write after the first waits for the client's ACK of the
+/// previous one. The upstream client (reqwest) sets it on its side too.
+fn no_delay(stream: &TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+}
+
 /// A plain or TLS listener, one type for `axum::serve`.
 pub enum ServeListener {
     Plain(TcpListener),
@@ -153,6 +163,7 @@ impl axum::serve::Listener for ServeListener {
         match self {
             Self::Plain(l) => {
                 let (s, a) = axum::serve::Listener::accept(l).await;
+                no_delay(&s);
                 (Either::Left(s), a)
             }
             Self::Tls(l) => match l.rx.recv().await {
