@@ -110,6 +110,21 @@ def raise_nofile():
     return soft, hard, raised
 
 
+def wait_ok(url, proc, deadline, log_path, poll_s):
+    """Poll `url` until it answers 200; fail with the log's tail if `proc` exits or `deadline` passes."""
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if proc.poll() is not None or time.perf_counter() > deadline:
+            with open(log_path, errors="replace") as f:
+                raise RuntimeError(f"{url} did not answer 200: " + f.read()[-2000:])
+        time.sleep(poll_s)
+
+
 class Fake:
     def __init__(self, bins, *args):
         self.proc = subprocess.Popen(pin([bins["fake"], *args], "fake"), stdout=subprocess.PIPE, text=True)
@@ -163,14 +178,7 @@ class Moltbot:
                 raise RuntimeError("moltbot did not start: " + open(os.path.join(self.dir.name, "log")).read()[-2000:])
             time.sleep(0.0005)
         self.addr = json.load(open(ready))["chat_addr"]
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{self.addr}/ready", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            time.sleep(0.0005)
+        wait_ok(f"http://{self.addr}/ready", self.proc, self.t0 + 60, os.path.join(self.dir.name, "log"), 0.0005)
         self.startup_s = time.perf_counter() - self.t0
         self.pid = self.proc.pid
 
@@ -400,16 +408,7 @@ def litellm_peer(bins, a, results):
                                  "--num_workers", "1"], "moltbot"), env=env, stdout=log, stderr=log,
                             cwd=tmp.name)
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 180:
-                raise RuntimeError("LiteLLM did not start: " + open(log.name, errors="replace").read()[-2000:])
-            time.sleep(0.05)
+        wait_ok(f"http://127.0.0.1:{port}/health/liveliness", proc, t0 + 180, log.name, 0.05)
         startup_s = time.perf_counter() - t0
         time.sleep(2.0)
         idle = rss_kib(proc.pid)
