@@ -82,16 +82,9 @@ async fn main() -> anyhow::Result<()> {
     let app = Router::new()
         .route("/v1/chat/completions", post(forward))
         .with_state(state);
-    // The same accept queue as moltbot's listeners (`LISTEN_BACKLOG`).
+    // Bound exactly as moltbot's listeners are (the same accept queue).
     let addr: std::net::SocketAddr = args.listen.parse().context("--listen")?;
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr).with_context(|| format!("binding {addr}"))?;
-    let listener = socket.listen(4096)?;
+    let listener = moltbot_server::listeners::listen(addr).with_context(|| format!("binding {addr}"))?;
     println!("http://{}", listener.local_addr()?);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     axum::serve(listener, app)

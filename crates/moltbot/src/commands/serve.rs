@@ -45,7 +45,7 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Raise the soft open-file limit to the hard one, as Go's and nginx's servers do: every streamed
+/// Raise the soft open-file limit to the hard one, as Go programs do since Go 1.19: every streamed
 /// chat holds two sockets (the client's and the upstream's), so a shell's default soft limit of 1024
 /// would cap a replica at ~500 concurrent streams whatever the hard limit allows. systemd's
 /// `LimitNOFILE=` (65536 in deploy/systemd) sets both already; this covers everything else.
@@ -54,15 +54,18 @@ fn raise_open_file_limit() {
     {
         use rustix::process::{Resource, getrlimit, setrlimit};
         let limit = getrlimit(Resource::Nofile);
-        if limit.current.is_some() && limit.current < limit.maximum.or(Some(u64::MAX)) {
+        // `None` is unlimited: nothing to raise to (and the kernel refuses an unlimited NOFILE anyway).
+        if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+            && current < maximum
+        {
             let raised = rustix::process::Rlimit {
-                current: limit.maximum,
-                maximum: limit.maximum,
+                current: Some(maximum),
+                maximum: Some(maximum),
             };
             match setrlimit(Resource::Nofile, raised) {
                 Ok(()) => tracing::debug!(
-                    from = limit.current,
-                    to = limit.maximum,
+                    from = current,
+                    to = maximum,
                     "raised the open-file limit to the hard limit"
                 ),
                 Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
