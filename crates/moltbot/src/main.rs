@@ -5,6 +5,13 @@ mod commands;
 
 use clap::Parser;
 
+/// jemalloc instead of the C library's malloc: a proxied request makes many small, short-lived allocations
+/// across worker threads (headers, JSON values, boxed futures), where jemalloc's per-thread caches cost less
+/// (measured in docs/performance.md, "Tried").
+#[cfg(unix)]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The internal child-process entry point of the CPU backend probe (see `moltbot_engine::cpu`); not a
 /// user command, so it stays out of clap's help.
 pub const CPU_PROBE_ARG: &str = "__cpu-probe";
