@@ -6,9 +6,8 @@
 //! Server errors release the key so the client can try again.
 
 use axum::body::{Body, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use moltbot_core::StoredResponse;
@@ -22,12 +21,17 @@ const REPLAYED: &str = "idempotent-replayed";
 /// Response headers replayed with the body.
 const KEPT_HEADERS: [&str; 1] = [crate::routes::chat::CONVERSATION_HEADER];
 
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The middleware (see the module docs), around the rest of the dialog listener's stack.
+pub async fn with_idempotency<F, Fut>(state: AppState, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if req.method() != Method::POST {
-        return next.run(req).await;
+        return next(req).await;
     }
     let Some(key) = req.headers().get(HEADER) else {
-        return next.run(req).await;
+        return next(req).await;
     };
     let key = match key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
@@ -64,7 +68,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         Ok(Claim::Replay(stored)) => return replay(stored),
         Err(e) => return e.into_response(),
     }
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let resp = next(Request::from_parts(parts, Body::from(bytes))).await;
     if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS {
         release(&state, &owner, &key).await;
         return resp;

@@ -59,29 +59,25 @@ pub fn chat_router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(
+            // Outside in: panic guard; security headers, request id + access log, HTTP metrics; CORS;
+            // timeout, authentication + rate limit, Idempotency-Key; body limit (see `middleware`).
             ServiceBuilder::new()
                 .layer(CatchPanicLayer::custom(panic_response))
-                .layer(from_fn_with_state(trusted, security::headers))
-                .layer(axum::middleware::from_fn(middleware::request_context))
-                .layer(axum::middleware::from_fn_with_state(
-                    telemetry::HttpMeter {
-                        listener: "chat",
-                        recent: Some(state.telemetry.recent.clone()),
-                        live: Some(state.telemetry.live.clone()),
+                .layer(from_fn_with_state(
+                    middleware::ChatOuter {
+                        trusted,
+                        meter: telemetry::HttpMeter {
+                            listener: "chat",
+                            recent: Some(state.telemetry.recent.clone()),
+                            live: Some(state.telemetry.live.clone()),
+                        },
                     },
-                    telemetry::track,
+                    middleware::chat_outer,
                 ))
                 .option_layer(security::cors(&state.config.server.cors_origins))
-                .layer(axum::middleware::from_fn(
-                    move |req, next: axum::middleware::Next| middleware::timeout(timeout, next.run(req)),
-                ))
                 .layer(from_fn_with_state(
-                    (state.clone(), auth::Policy::CHAT),
-                    auth::layer,
-                ))
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    idempotency::layer,
+                    (state.clone(), timeout),
+                    middleware::chat_inner,
                 ))
                 .layer(DefaultBodyLimit::max(state.body_limit)),
         )

@@ -17,8 +17,17 @@ pub const HSTS: &str = "max-age=31536000; includeSubDomains";
 /// Adds `X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy`, a strict CSP (unless the route
 /// set one), and HSTS when the request arrived over TLS (see [`request_is_tls`]).
 pub async fn headers(State(trusted): State<Arc<Vec<IpNet>>>, req: Request, next: Next) -> Response {
-    let tls = request_is_tls(&trusted, req.extensions(), req.headers());
-    let mut resp = next.run(req).await;
+    with_headers(&trusted, req, |req| next.run(req)).await
+}
+
+/// [`headers`] around any inner service (the dialog listener composes its stack in one layer).
+pub async fn with_headers<F, Fut>(trusted: &[IpNet], req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let tls = request_is_tls(trusted, req.extensions(), req.headers());
+    let mut resp = next(req).await;
     let h = resp.headers_mut();
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

@@ -454,17 +454,22 @@ pub(crate) fn peer_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
 }
 
 /// The authentication middleware (see the module docs).
-pub async fn layer(
-    State((state, policy)): State<(AppState, Policy)>,
-    mut req: Request,
-    next: Next,
-) -> Response {
+pub async fn layer(State((state, policy)): State<(AppState, Policy)>, req: Request, next: Next) -> Response {
+    authenticate(&state, policy, req, |req| next.run(req)).await
+}
+
+/// [`layer`] around any inner service.
+pub async fn authenticate<F, Fut>(state: &AppState, policy: Policy, mut req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let path = req.uri().path();
     if policy.is_public(path)
         || (policy.sessions && path == crate::routes::admin_session::PATH && req.method() == Method::POST)
     {
         // Sign-in checks the key in its body itself (lockout included).
-        return next.run(req).await;
+        return next(req).await;
     }
     let auth = &state.auth;
     let ip = lockout::client_ip(peer_ip(req.extensions()), req.headers(), &auth.trusted_proxies);
@@ -484,7 +489,7 @@ pub async fn layer(
         _ => None,
     };
     if authorization.is_none() && cookie.is_none() && policy.optional.contains(&path) {
-        return next.run(req).await;
+        return next(req).await;
     }
     let authenticated = match &cookie {
         Some(token) => auth.authenticate_session(token).await.map(|(p, s)| (p, Some(s))),
@@ -500,7 +505,7 @@ pub async fn layer(
             p
         }
         Err(e) => {
-            failed(&state, ip, &e).await;
+            failed(state, ip, &e).await;
             return ApiError::from(e).into_response();
         }
     };
@@ -513,7 +518,7 @@ pub async fn layer(
         None
     };
     req.extensions_mut().insert(principal);
-    let mut resp = next.run(req).await;
+    let mut resp = next(req).await;
     if let Some(d) = rpm {
         limits::request_headers(resp.headers_mut(), &d);
     }

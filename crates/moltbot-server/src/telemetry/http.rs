@@ -38,6 +38,15 @@ pub struct HttpMeter {
 
 /// The middleware; add it right after the request-context layer.
 pub async fn track(State(meter): State<HttpMeter>, req: Request, next: Next) -> Response {
+    with_meter(meter, req, |req| next.run(req)).await
+}
+
+/// [`track`] around any inner service.
+pub async fn with_meter<F, Fut>(meter: HttpMeter, req: Request, next: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -68,7 +77,7 @@ pub async fn track(State(meter): State<HttpMeter>, req: Request, next: Next) -> 
         recent: meter.recent,
     };
     gauge!(HTTP_IN_FLIGHT, "listener" => guard.listener).increment(1.0);
-    let resp = next.run(req).await;
+    let resp = next(req).await;
     guard.status = resp.status().as_u16();
     guard.stream = resp
         .headers()

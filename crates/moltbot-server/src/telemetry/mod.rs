@@ -15,7 +15,7 @@ use metrics::{Unit, describe_counter, describe_gauge, describe_histogram, gauge}
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use chat::ChatMeter;
-pub use http::{ChatSummary, HttpMeter, track};
+pub use http::{ChatSummary, HttpMeter, track, with_meter};
 pub use recent::{RecentRequests, RequestSummary};
 pub use series::LiveStats;
 
