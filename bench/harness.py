@@ -455,7 +455,10 @@ def versions(bins):
         "machine": f"{CORES} cores ({cpu}), {mem:.0f} GiB, {platform.platform()}",
         "moltbot": cmd(bins["moltbot"], "--version") + ", built " + datetime.datetime.fromtimestamp(
             os.path.getmtime(bins["moltbot"]), datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "git": cmd("git", "-C", ROOT, "describe", "--always", "--dirty"),
+        "git": cmd("git", "-C", ROOT, "describe", "--always") + (
+            # Dirty means changed code: the previous run's report files do not count.
+            "-dirty" if cmd("git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!bench/REPORT.md", ":!bench/report.json") not in ("", "?") else ""),
         "rustc": cmd("rustc", "--version"),
         "postgres": cmd("psql", PG_URL, "-tAc", "SHOW server_version"),
     }
