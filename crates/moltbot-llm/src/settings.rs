@@ -125,11 +125,20 @@ impl fmt::Debug for RemoteSettings {
     }
 }
 
-/// The one pooled HTTP client all remote backends share: rustls, HTTP/2 when the upstream offers it,
-/// TCP keep-alive, no overall request timeout (the backend enforces its own).
+/// The one pooled HTTP client all remote backends share: rustls, HTTP/1.1, TCP keep-alive, no overall
+/// request timeout (the backend enforces its own).
+///
+/// HTTP/1.1 also where the upstream offers HTTP/2, as the OpenAI SDKs do: over HTTP/2, hyper's client
+/// multiplexes every request to a host over one connection and, at the server's
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` (100–250 at hosted platforms), queues further requests instead of
+/// opening a second connection (hyperium/hyper#2197, #3623). Generations stream for up to minutes, so a
+/// replica would cap its concurrent turns per upstream host and time out the rest (measured: 450
+/// one-second requests through one h2 connection took 3.06 s, three waves of 200). One connection per
+/// in-flight request is what the pool keeps (and reuses) instead.
 pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .use_rustls_tls()
+        .http1_only()
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .tcp_keepalive(Duration::from_secs(30))
