@@ -2,10 +2,10 @@
 """Compare moltbot builds on CPU per non-streaming request, alternately, in one session (the method of
 docs/performance.md "How to profile": single runs differ by ±5 %, so builds take turns, round after round).
 
-    python3 bench/ab.py BIN_A [BIN_B ...] [--rounds 3] [--requests 30000] [--concurrency 64]
-                        [--env NAME=VALUE ...] [--perf OUT.data]
+    python3 bench/ab.py BUILD [BUILD ...] [--rounds 3] [--requests 30000] [--concurrency 64]
+                        [--target-dir target/bench] [--perf OUT.data]
 
-Each BIN is a `moltbot` executable, optionally labelled `label=path`, with environment overrides after a comma
+Each BUILD is a `moltbot` executable, optionally labelled `label=path`, with environment overrides after a comma
 (`jemalloc=/tmp/moltbot,LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`). One fake upstream (from
 --target-dir) serves every round; each round starts every build afresh, warms it up and measures moltbot's own
 CPU (utime + stime from /proc) over --requests requests at --concurrency, recording off, pinned like
