@@ -55,8 +55,18 @@ pub struct AdminSession {
     pub session_id: String,
     pub key_id: String,
     /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
     pub expires_at: i64,
     pub csrf_token: String,
+}
+
+impl AdminSession {
+    /// The session's lifetime, for the cookie's `Max-Age` at sign-in: from its issue, not from a second
+    /// reading of the clock (which may have moved on by a second).
+    pub fn max_age(&self) -> i64 {
+        (self.expires_at - self.issued_at).max(0)
+    }
 }
 
 /// Session settings and the sign-out denylist (session id → expiry, unix seconds).
@@ -152,6 +162,7 @@ impl Auth {
             AdminSession {
                 session_id: claims.sid,
                 key_id: claims.sub,
+                issued_at: now,
                 expires_at: exp,
                 csrf_token,
             },
@@ -194,6 +205,7 @@ impl Auth {
             AdminSession {
                 session_id: claims.sid,
                 key_id: claims.sub,
+                issued_at: claims.iat,
                 expires_at: claims.exp,
                 csrf_token,
             },
@@ -205,11 +217,6 @@ impl Auth {
         self.sessions
             .revoke(&session.session_id, session.expires_at, self.clock.now_secs())
             .await;
-    }
-
-    /// Seconds from now until `expires_at` (for the cookie's `Max-Age`).
-    pub fn session_max_age(&self, session: &AdminSession) -> i64 {
-        (session.expires_at - self.clock.now_secs()).max(0)
     }
 }
 
@@ -324,6 +331,7 @@ mod tests {
         let s = AdminSession {
             session_id: "s".into(),
             key_id: "k".into(),
+            issued_at: 0,
             expires_at: 0,
             csrf_token: "abc".into(),
         };

@@ -80,8 +80,7 @@ async fn sign_in(
         return Err(ApiError::invalid("api_key", "must not be empty"));
     }
     let (token, session, key) = session::sign_in(&state, &extensions, &headers, &body.api_key).await?;
-    let max_age = state.auth.session_max_age(&session);
-    let cookie = session::set_cookie(&token, max_age, secure(&state, &extensions, &headers));
+    let cookie = session::set_cookie(&token, session.max_age(), secure(&state, &extensions, &headers));
     Ok(with_cookie(
         axum::Json(SessionObject::new(&session, &key.name)),
         cookie,
