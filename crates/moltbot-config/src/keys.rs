@@ -187,7 +187,7 @@ pub const KEYS: &[KeyDoc] = &[
     k("server.debug_allow_cidrs", Some("MOLTBOT_SERVER__DEBUG_ALLOW_CIDRS"), None,
       "[\"127.0.0.0/8\",\"::1/128\"]", V::CidrList, "Networks allowed to reach the debug listener."),
     k("server.debug_requests", Some("MOLTBOT_SERVER__DEBUG_REQUESTS"), None, "100", V::Usize,
-      "How many recent request summaries `/debug/requests` keeps (0 = none)."),
+      "How many recent request summaries `/debug/requests` keeps (0 = none; kept only while the debug listener is on)."),
     k("server.trusted_proxies", Some("MOLTBOT_SERVER__TRUSTED_PROXIES"), None, "[]", V::CidrList,
       "Proxies whose X-Forwarded-For header is trusted."),
     k("server.cors_origins", Some("MOLTBOT_SERVER__CORS_ORIGINS"), None, "[]", V::StringList,

@@ -1,7 +1,7 @@
 //! [`RemoteBackend`]: an OpenAI-compatible upstream behind retries, key rotation, a circuit breaker and
 //! outbound limits.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -115,6 +115,9 @@ pub struct RemoteBackend {
     limiter: RateLimiter,
     counter: Arc<dyn TokenCounter>,
     redactor: Arc<Redactor>,
+    /// `moltbot_upstream_requests_total{status="200"}` of this backend, registered at the first
+    /// successful attempt (after the server installed its recorder) and reused.
+    ok_attempts: OnceLock<::metrics::Counter>,
 }
 
 impl std::fmt::Debug for RemoteBackend {
@@ -145,6 +148,7 @@ impl RemoteBackend {
             limiter: RateLimiter::new(settings.limits),
             counter: Arc::new(RoughCounter),
             redactor: Arc::new(Redactor::new(&settings.api_keys)),
+            ok_attempts: OnceLock::new(),
             settings,
             client,
         }
@@ -193,8 +197,9 @@ impl RemoteBackend {
         let before = self.circuit.state();
         permit.record(result.as_ref().err().is_some_and(is_upstream_failure));
         let after = self.circuit.state();
-        metrics::circuit_state(self.name(), after);
+        // The gauge follows changes here and is refreshed at every scrape (`Telemetry::render`).
         if before != after {
+            metrics::circuit_state(self.name(), after);
             tracing::info!(
                 backend = self.settings.name.as_str(),
                 from = before.as_str(),
@@ -242,7 +247,9 @@ impl RemoteBackend {
             }
             let failure = match self.attempt(call, key, request_id, &body, deadline).await {
                 Ok(stream) => {
-                    metrics::attempt(name, metrics::status_label(Ok(())));
+                    self.ok_attempts
+                        .get_or_init(|| metrics::attempts(name, metrics::status_label(Ok(()))))
+                        .increment(1);
                     return Ok(stream);
                 }
                 Err(f) => f,

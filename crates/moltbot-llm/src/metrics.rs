@@ -1,6 +1,6 @@
 //! The backend's Prometheus metrics (through the `metrics` facade; a no-op until a recorder is installed).
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use metrics::{Counter, Unit, counter, describe_counter, describe_gauge, gauge};
 use moltbot_core::{BackendError, CircuitState};
 
 /// Upstream HTTP attempts (every try, retries included) by `backend` and `status`.
@@ -42,7 +42,12 @@ pub(crate) fn status_label(result: Result<(), &BackendError>) -> String {
 }
 
 pub(crate) fn attempt(backend: &str, status: String) {
-    counter!(UPSTREAM_REQUESTS, "backend" => backend.to_owned(), "status" => status).increment(1);
+    attempts(backend, status).increment(1);
+}
+
+/// The attempts counter of one backend and status (a backend keeps the one for `200`).
+pub(crate) fn attempts(backend: &str, status: String) -> Counter {
+    counter!(UPSTREAM_REQUESTS, "backend" => backend.to_owned(), "status" => status)
 }
 
 pub(crate) fn retry(backend: &str) {

@@ -46,7 +46,7 @@ impl SseParser {
                 bytes = &bytes[1..];
             }
         }
-        while let Some(pos) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', bytes) {
             if self.line.is_empty() {
                 // The whole line is in this read: no copy.
                 self.process_line(&bytes[..pos], &mut out)?;
@@ -92,7 +92,12 @@ impl SseParser {
     }
 
     fn process_line(&mut self, bytes: &[u8], out: &mut Vec<SseEvent>) -> Result<(), LineTooLong> {
-        let mut line = String::from_utf8_lossy(bytes);
+        // Valid UTF-8 (the rule) is checked by the fast validator; only invalid input pays for
+        // the lossy conversion.
+        let mut line = match std::str::from_utf8(bytes) {
+            Ok(s) => std::borrow::Cow::Borrowed(s),
+            Err(_) => String::from_utf8_lossy(bytes),
+        };
         if !self.seen_first_line {
             self.seen_first_line = true;
             if let Some(rest) = line.strip_prefix('\u{feff}') {
@@ -125,6 +130,8 @@ impl SseParser {
                 if self.data.len() + value.len() + 1 > MAX_LINE_BYTES {
                     return Err(LineTooLong);
                 }
+                // One reservation for the value and its '\n' (not a second growth for the '\n').
+                self.data.reserve(value.len() + 1);
                 self.data.push_str(value);
                 self.data.push('\n');
                 self.has_data = true;

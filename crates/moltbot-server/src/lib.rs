@@ -68,7 +68,10 @@ pub fn chat_router(state: AppState) -> Router {
                         trusted,
                         meter: telemetry::HttpMeter {
                             listener: "chat",
-                            recent: Some(state.telemetry.recent.clone()),
+                            // Summaries only where `/debug/requests` can show them.
+                            recent: (state.config.debug_addr.is_some()
+                                && state.config.server.debug_requests > 0)
+                                .then(|| state.telemetry.recent.clone()),
                             live: Some(state.telemetry.live.clone()),
                         },
                     },

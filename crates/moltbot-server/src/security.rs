@@ -29,6 +29,7 @@ where
     let tls = request_is_tls(trusted, req.extensions(), req.headers());
     let mut resp = next(req).await;
     let h = resp.headers_mut();
+    h.reserve(5); // the headers below, in one growth of the map
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use metrics::{counter, histogram};
+use metrics::counter;
 use moltbot_api::Usage;
 use moltbot_core::BackendError;
 
-use super::{CHAT_REQUESTS, INTER_TOKEN, RATE_LIMITED, TOKENS, TTFT};
+use super::RATE_LIMITED;
+use super::handles::{self, ModelHandles};
 use crate::error::ApiError;
 
 pub struct ChatMeter {
@@ -18,8 +19,8 @@ pub struct ChatMeter {
     stream: bool,
     started: Instant,
     last_delta: Option<Instant>,
-    /// The inter-token histogram, resolved at the second delta (not looked up again per chunk).
-    inter_token: Option<metrics::Histogram>,
+    /// The model's registered series (time to first token, inter-token gaps, tokens).
+    handles: Arc<ModelHandles>,
     outcome: &'static str,
     /// The admin console's counters, when attached with [`ChatMeter::with_live`].
     live: Option<Arc<super::LiveStats>>,
@@ -40,7 +41,7 @@ impl ChatMeter {
             stream,
             started: Instant::now(),
             last_delta: None,
-            inter_token: None,
+            handles: handles::model(model),
             outcome: "cancelled",
             live: None,
             backend_error: None,
@@ -67,14 +68,13 @@ impl ChatMeter {
     pub fn delta(&mut self) {
         let now = Instant::now();
         match self.last_delta {
-            None => {
-                let stream = if self.stream { "true" } else { "false" };
-                histogram!(TTFT, "model" => self.model.clone(), "stream" => stream)
-                    .record(now.duration_since(self.started).as_secs_f64());
-            }
+            None => self
+                .handles
+                .ttft(self.stream)
+                .record(now.duration_since(self.started).as_secs_f64()),
             Some(last) => self
-                .inter_token
-                .get_or_insert_with(|| histogram!(INTER_TOKEN, "model" => self.model.clone()))
+                .handles
+                .inter_token()
                 .record(now.duration_since(last).as_secs_f64()),
         }
         self.last_delta = Some(now);
@@ -82,9 +82,11 @@ impl ChatMeter {
 
     /// The turn completed and was stored.
     pub fn success(&mut self, usage: &Usage) {
-        counter!(TOKENS, "model" => self.model.clone(), "kind" => "prompt")
+        self.handles
+            .prompt_tokens()
             .increment(u64::from(usage.prompt_tokens));
-        counter!(TOKENS, "model" => self.model.clone(), "kind" => "completion")
+        self.handles
+            .completion_tokens()
             .increment(u64::from(usage.completion_tokens));
         if let Some(live) = &self.live {
             live.series
@@ -118,9 +120,7 @@ impl ChatMeter {
 
 impl Drop for ChatMeter {
     fn drop(&mut self) {
-        counter!(CHAT_REQUESTS,
-            "model" => self.model.clone(), "backend" => self.backend.clone(), "outcome" => self.outcome)
-        .increment(1);
+        handles::turns(&self.model, &self.backend, self.outcome).increment(1);
         if let Some(live) = self.live.take() {
             if self.stream {
                 live.series.stream_ended();

@@ -14,10 +14,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use metrics::{counter, gauge, histogram};
 
 use super::recent::{RecentRequests, RequestSummary};
-use super::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS};
 
 /// What the chat route tells the access accounting about a turn (a response extension).
 #[derive(Debug, Clone)]
@@ -76,7 +74,7 @@ where
         summary,
         recent: meter.recent,
     };
-    gauge!(HTTP_IN_FLIGHT, "listener" => guard.listener).increment(1.0);
+    super::handles::in_flight(guard.listener).increment(1.0);
     let resp = next(req).await;
     guard.status = resp.status().as_u16();
     guard.stream = resp
@@ -127,16 +125,16 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
-        let stream = if self.stream { "true" } else { "false" };
-        counter!(HTTP_REQUESTS,
-            "listener" => self.listener, "method" => self.method, "route" => self.route.clone(),
-            "status" => self.status.to_string(), "stream" => stream)
-        .increment(1);
-        histogram!(HTTP_DURATION,
-            "listener" => self.listener, "method" => self.method, "route" => self.route.clone(),
-            "stream" => stream)
-        .record(elapsed.as_secs_f64());
-        gauge!(HTTP_IN_FLIGHT, "listener" => self.listener).decrement(1.0);
+        let (requests, duration) = super::handles::http(&super::handles::HttpKeyRef {
+            listener: self.listener,
+            method: self.method,
+            route: &self.route,
+            status: self.status,
+            stream: self.stream,
+        });
+        requests.increment(1);
+        duration.record(elapsed.as_secs_f64());
+        super::handles::in_flight(self.listener).decrement(1.0);
         // WebSocket upgrades (101) are not requests of their own in the overview.
         if let Some(live) = self.live.as_ref().filter(|_| self.status != 101) {
             live.series.record_request(self.status, elapsed);

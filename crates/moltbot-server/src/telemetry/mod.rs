@@ -4,6 +4,7 @@
 //! `moltbot_store::metrics`) and are described here.
 
 mod chat;
+mod handles;
 mod http;
 mod recent;
 pub mod series;
