@@ -247,9 +247,9 @@ mod tests {
                 .count(),
             1
         );
-        turns("handles-test-model", "b1", "success");
-        turns("handles-test-model", "b1", "success");
-        turns("handles-test-model", "b2", "success");
+        turns("handles-test-model", "b1", "success").increment(1);
+        turns("handles-test-model", "b1", "success").increment(1);
+        turns("handles-test-model", "b2", "success").increment(1);
         let n = TURNS
             .read()
             .unwrap()
