@@ -14,7 +14,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use tokio::time::{Instant, sleep, timeout_at};
 use url::Url;
 
-use crate::body::request_body;
+use crate::body::RequestBody;
 use crate::circuit::CircuitBreaker;
 use crate::errors::{Redactor, client_error, describe, is_upstream_failure, parse_error_body};
 use crate::events::completion_events;
@@ -483,7 +483,7 @@ impl ChatBackend for RemoteBackend {
         } else {
             0
         };
-        let body = match serde_json::to_vec(&request_body(&request)) {
+        let body = match serde_json::to_vec(&RequestBody(&request)) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 return Err(BackendError::Protocol(format!(

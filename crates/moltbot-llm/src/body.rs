@@ -1,42 +1,102 @@
 //! The upstream request body.
 
 use moltbot_core::BackendRequest;
-use serde_json::{Map, Value, json};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 
-/// Always streaming with usage. Known fields win over same-named `extra` fields; every other `extra`
-/// field is forwarded unchanged.
-pub(crate) fn request_body(req: &BackendRequest) -> Value {
-    let mut m = Map::new();
-    m.insert("model".into(), Value::String(req.model.clone()));
-    m.insert(
-        "messages".into(),
-        serde_json::to_value(&req.messages).unwrap_or(Value::Array(Vec::new())),
-    );
-    m.insert("stream".into(), Value::Bool(true));
-    m.insert("stream_options".into(), json!({"include_usage": true}));
-    let max_key = if req.use_max_completion_tokens {
-        "max_completion_tokens"
-    } else {
-        "max_tokens"
-    };
-    m.insert(max_key.into(), Value::from(req.max_tokens));
-    let mut opt = |k: &str, v: Option<Value>| {
-        if let Some(v) = v {
-            m.insert(k.into(), v);
-        }
-    };
-    opt("temperature", req.temperature.map(f32_value));
-    opt("top_p", req.top_p.map(f32_value));
-    opt("stop", (!req.stop.is_empty()).then(|| json!(req.stop)));
-    opt("seed", req.seed.map(Value::from));
-    opt("user", req.user.clone().map(Value::String));
-    opt("tools", req.tools.clone());
-    opt("tool_choice", req.tool_choice.clone());
-    opt("response_format", req.response_format.clone());
-    for (k, v) in &req.extra {
-        m.entry(k.clone()).or_insert_with(|| v.clone());
+/// The upstream request body, written straight from the request (no intermediate JSON tree): always
+/// streaming with usage. Known fields win over same-named `extra` fields; every other `extra` field is
+/// forwarded unchanged.
+pub(crate) struct RequestBody<'a>(pub &'a BackendRequest);
+
+#[derive(serde::Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// The keys written before the `extra` fields (13 at most).
+struct Written {
+    keys: [&'static str; 13],
+    len: usize,
+}
+
+impl Written {
+    fn contains(&self, key: &str) -> bool {
+        self.keys[..self.len].contains(&key)
     }
-    Value::Object(m)
+}
+
+/// Write one known field and remember its key.
+fn put<M, V>(m: &mut M, written: &mut Written, key: &'static str, value: &V) -> Result<(), M::Error>
+where
+    M: SerializeMap,
+    V: Serialize + ?Sized,
+{
+    written.keys[written.len] = key;
+    written.len += 1;
+    m.serialize_entry(key, value)
+}
+
+impl Serialize for RequestBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let req = self.0;
+        let w = &mut Written {
+            keys: [""; 13],
+            len: 0,
+        };
+        let mut m = serializer.serialize_map(None)?;
+        put(&mut m, w, "model", &req.model)?;
+        put(&mut m, w, "messages", &req.messages)?;
+        put(&mut m, w, "stream", &true)?;
+        put(
+            &mut m,
+            w,
+            "stream_options",
+            &StreamOptions { include_usage: true },
+        )?;
+        let max_key = if req.use_max_completion_tokens {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        put(&mut m, w, max_key, &req.max_tokens)?;
+        if let Some(t) = req.temperature {
+            put(&mut m, w, "temperature", &f32_value(t))?;
+        }
+        if let Some(p) = req.top_p {
+            put(&mut m, w, "top_p", &f32_value(p))?;
+        }
+        if !req.stop.is_empty() {
+            put(&mut m, w, "stop", &req.stop)?;
+        }
+        if let Some(seed) = req.seed {
+            put(&mut m, w, "seed", &seed)?;
+        }
+        if let Some(user) = &req.user {
+            put(&mut m, w, "user", user)?;
+        }
+        for (key, value) in [
+            ("tools", &req.tools),
+            ("tool_choice", &req.tool_choice),
+            ("response_format", &req.response_format),
+        ] {
+            if let Some(v) = value {
+                put(&mut m, w, key, v)?;
+            }
+        }
+        for (k, v) in &req.extra {
+            if !w.contains(k) {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+/// The body as a JSON tree (tests).
+#[cfg(test)]
+pub(crate) fn request_body(req: &BackendRequest) -> Value {
+    serde_json::to_value(RequestBody(req)).unwrap_or(Value::Null)
 }
 
 /// `0.7f32` as `0.7`, not `0.699999988079071`.
@@ -50,6 +110,7 @@ fn f32_value(x: f32) -> Value {
 #[cfg(test)]
 mod tests {
     use moltbot_api::ChatMessage;
+    use serde_json::{Map, json};
 
     use super::*;
 
@@ -80,5 +141,41 @@ mod tests {
         assert_eq!(b["tool_choice"], "auto");
         assert_eq!(b["logit_bias"], json!({"50256": -100}));
         assert_eq!(b["messages"][0]["content"], "hi");
+    }
+
+    #[test]
+    fn each_key_is_written_once_and_unknown_fields_pass_through() {
+        let mut extra = Map::new();
+        extra.insert("stream".into(), json!(false));
+        extra.insert("model".into(), json!("other"));
+        extra.insert("top_p".into(), json!(0.5));
+        extra.insert("logprobs".into(), json!(true));
+        let req = BackendRequest {
+            model: "gpt".into(),
+            messages: vec![ChatMessage::text("user", "hi")],
+            max_tokens: 3,
+            extra,
+            ..Default::default()
+        };
+        let raw = serde_json::to_string(&RequestBody(&req)).unwrap();
+        for key in [
+            "\"stream\":",
+            "\"model\":",
+            "\"top_p\":",
+            "\"logprobs\":",
+            "\"max_tokens\":",
+        ] {
+            assert_eq!(raw.matches(key).count(), 1, "{key} in {raw}");
+        }
+        let b: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(
+            (b["model"].clone(), b["stream"].clone()),
+            (json!("gpt"), json!(true))
+        );
+        // A field moltbot does not set itself is the client's, forwarded as sent.
+        assert_eq!(
+            (b["top_p"].clone(), b["logprobs"].clone()),
+            (json!(0.5), json!(true))
+        );
     }
 }

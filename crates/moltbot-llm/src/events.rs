@@ -52,7 +52,7 @@ impl ChunkMapper {
                 self.finish(reason, out);
             }
         }
-        if let Some(u) = chunk.usage.as_ref().and_then(parse_usage) {
+        if let Some(u) = chunk.usage {
             self.usage = Some(u);
             if self.finished {
                 self.flush_usage(out);
@@ -98,7 +98,7 @@ struct Chunk {
     error: Option<Value>,
     /// The first choice with index 0.
     choice: Option<ChunkChoice>,
-    usage: Option<Value>,
+    usage: Option<Usage>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -123,26 +123,62 @@ struct ChunkDelta {
 #[derive(Debug, serde::Deserialize)]
 struct TypedChunk {
     #[serde(default)]
-    choices: Option<Vec<ChunkChoice>>,
+    choices: Option<FirstChoice>,
     #[serde(default)]
-    usage: Option<Value>,
+    usage: Option<TypedUsage>,
     #[serde(default)]
     error: Option<Value>,
+}
+
+/// The first choice with index 0 of a `choices` array, read without collecting the array.
+#[derive(Debug, Default)]
+struct FirstChoice(Option<ChunkChoice>);
+
+impl<'de> serde::Deserialize<'de> for FirstChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Choices;
+        impl<'de> serde::de::Visitor<'de> for Choices {
+            type Value = FirstChoice;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FirstChoice, A::Error> {
+                let mut first = None;
+                while let Some(c) = seq.next_element::<ChunkChoice>()? {
+                    if first.is_none() && c.index.unwrap_or(0) == 0 {
+                        first = Some(c);
+                    }
+                }
+                Ok(FirstChoice(first))
+            }
+        }
+        d.deserialize_seq(Choices)
+    }
+}
+
+/// `usage` with integer counts (other shapes take the generic path).
+#[derive(Debug, serde::Deserialize)]
+struct TypedUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
 }
 
 /// Parse one chunk: the typed fast path for the common shape, else (odd types, duplicate keys) the
 /// same reading from a generic JSON tree.
 fn parse_chunk(data: &str) -> Result<Chunk, serde_json::Error> {
     if let Ok(typed) = serde_json::from_str::<TypedChunk>(data) {
-        let choice = typed
-            .choices
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| c.index.unwrap_or(0) == 0);
         return Ok(Chunk {
             error: typed.error,
-            choice,
-            usage: typed.usage,
+            choice: typed.choices.and_then(|c| c.0),
+            usage: typed
+                .usage
+                .and_then(|u| usage_from(u.prompt_tokens, u.completion_tokens, u.total_tokens)),
         });
     }
     let v: Value = serde_json::from_str(data)?;
@@ -160,7 +196,7 @@ fn parse_chunk(data: &str) -> Result<Chunk, serde_json::Error> {
     Ok(Chunk {
         error: v.get("error").cloned(),
         choice,
-        usage: v.get("usage").cloned(),
+        usage: v.get("usage").and_then(parse_usage),
     })
 }
 
@@ -170,14 +206,16 @@ fn first_choice(v: &Value) -> Option<&Value> {
 }
 
 fn parse_usage(v: &Value) -> Option<Usage> {
-    let n = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_u64)
-            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
-    };
-    let prompt = n("prompt_tokens")?;
-    let completion = n("completion_tokens").unwrap_or(0);
-    let total = n("total_tokens").unwrap_or(prompt.saturating_add(completion));
+    let n = |k: &str| v.get(k).and_then(Value::as_u64);
+    usage_from(n("prompt_tokens"), n("completion_tokens"), n("total_tokens"))
+}
+
+/// Usage from its counts: none without `prompt_tokens`; counts beyond `u32` saturate.
+fn usage_from(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) -> Option<Usage> {
+    let n = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+    let prompt = n(prompt?);
+    let completion = completion.map_or(0, n);
+    let total = total.map_or(prompt.saturating_add(completion), n);
     Some(Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,

@@ -111,7 +111,8 @@ impl TurnRecorder {
         let usage = self.usage_or_estimate_with(&init, outcome.usage.clone());
         if init.usage_only(&outcome) {
             // Only the usage row, queued without waiting: nothing to cancel.
-            return write_turn(init, &self.backend, String::new(), outcome, usage).await;
+            queue_usage(&init, &self.backend, &usage, turn_result(&outcome));
+            return Ok(());
         }
         let backend = std::mem::take(&mut self.backend);
         let delivered = std::mem::take(&mut self.delivered);
@@ -163,17 +164,36 @@ impl Drop for TurnRecorder {
 }
 
 /// Run a store write in its own task so that it finishes even if the caller is dropped (outside a
-/// runtime, inline).
-async fn run_to_completion(
+/// runtime, inline). Spawned at the call, so the caller's future holds only the task's handle, not
+/// the write's own (large) state: futures are moved whole, and a turn's are moved several times.
+fn run_to_completion(
     write: impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
-) -> Result<(), StoreError> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle
-            .spawn(write)
-            .await
-            .map_err(|e| StoreError::Database(format!("recording the turn: {e}")))?,
-        Err(_) => write.await,
+) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+    let task = match tokio::runtime::Handle::try_current() {
+        Ok(handle) => Ok(handle.spawn(write)),
+        Err(_) => Err(Box::pin(write)),
+    };
+    async move {
+        match task {
+            Ok(spawned) => spawned
+                .await
+                .map_err(|e| StoreError::Database(format!("recording the turn: {e}")))?,
+            Err(inline) => inline.await,
+        }
     }
+}
+
+/// `ok`, or `cancelled` for a reply the client received only part of.
+fn turn_result(outcome: &TurnOutcome) -> &'static str {
+    if outcome.truncated { "cancelled" } else { "ok" }
+}
+
+/// Queue the usage row of a turn that stores nothing else (written behind, batched; see
+/// `Store::record_usage`).
+fn queue_usage(init: &RecorderInit, backend: &str, usage: &Usage, result: &str) {
+    let now = init.clock.now_secs();
+    init.store
+        .record_usage(usage_record(init, backend, usage, result, now));
 }
 
 async fn write_turn(
@@ -183,15 +203,13 @@ async fn write_turn(
     outcome: TurnOutcome,
     usage: Usage,
 ) -> Result<(), StoreError> {
-    let now = init.clock.now_secs();
-    let latency_ms = init.started.elapsed().as_millis() as i64;
-    let result = if outcome.truncated { "cancelled" } else { "ok" };
+    let result = turn_result(&outcome);
     if init.usage_only(&outcome) {
-        // Nothing else to store: the usage row is written behind (batched; see `Store::record_usage`).
-        init.store
-            .record_usage(usage_record(&init, backend, &usage, result, now));
+        queue_usage(&init, backend, &usage, result);
         return Ok(());
     }
+    let now = init.clock.now_secs();
+    let latency_ms = init.started.elapsed().as_millis() as i64;
     let mut tx = init.store.begin().await?;
     if let Some(conv) = &init.conversation_id {
         let status = if outcome.truncated {
