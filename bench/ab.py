@@ -26,7 +26,8 @@ import harness  # noqa: E402
 def parse_build(spec):
     first, *envs = spec.split(",")
     label, _, path = first.rpartition("=")
-    return (label or path), path, dict(e.split("=", 1) for e in envs)
+    # moltbot runs in a temporary directory: a relative path must not be resolved there.
+    return (label or path), os.path.abspath(path), dict(e.split("=", 1) for e in envs)
 
 
 def main():
