@@ -13,7 +13,6 @@ CPU (utime + stime from /proc) over --requests requests at --concurrency, record
 `perf record --call-graph dwarf` (needs linux-perf).
 """
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -23,25 +22,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 
-def parse_build(spec):
-    first, *envs = spec.split(",")
-    label, _, path = first.rpartition("=")
-    # moltbot runs in a temporary directory: a relative path must not be resolved there.
-    return (label or path), os.path.abspath(path), dict(e.split("=", 1) for e in envs)
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("builds", nargs="+")
-    ap.add_argument("--target-dir", default=os.path.join(harness.ROOT, "target", "bench"))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--requests", type=int, default=30000)
+    ap = harness.comparison_args(__doc__, rounds=3, requests=30000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--perf", default=None)
     a = ap.parse_args()
-    rel = os.path.join(a.target_dir, "release")
-    bins = {"fake": os.path.join(rel, "moltbot-fake-upstream"), "load": os.path.join(rel, "moltbot-load")}
-    builds = [parse_build(b) for b in a.builds]
+    bins = harness.tool_bins(a.target_dir)
+    builds = [harness.build_spec(b) for b in a.builds]
     harness.raise_nofile()
     fake = harness.Fake(bins, "--reply", "Hello from the fake upstream, a short reply.", "--chunks", "4")
     results = {label: [] for label, _, _ in builds}

@@ -216,6 +216,30 @@ def measured(bins, target_pid, url, body, cpu=cpu_seconds, **kw):
     return r
 
 
+def build_spec(spec):
+    """`[label=]path[,ENV=VALUE…]` (bench/ab.py, bench/instructions.py) → (label, absolute path, env)."""
+    first, *envs = spec.split(",")
+    label, _, path = first.rpartition("=")
+    # moltbot runs in a temporary directory: a relative path must not be resolved there.
+    return (label or path), os.path.abspath(path), dict(e.split("=", 1) for e in envs)
+
+
+def comparison_args(description, rounds, requests):
+    """The arguments every build comparison takes: builds, --target-dir, --rounds, --requests."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("builds", nargs="+")
+    ap.add_argument("--target-dir", default=os.path.join(ROOT, "target", "bench"))
+    ap.add_argument("--rounds", type=int, default=rounds)
+    ap.add_argument("--requests", type=int, default=requests)
+    return ap
+
+
+def tool_bins(target_dir):
+    """The fake upstream and the load generator of a `make bench-bins` build."""
+    rel = os.path.join(target_dir, "release")
+    return {"fake": os.path.join(rel, "moltbot-fake-upstream"), "load": os.path.join(rel, "moltbot-load")}
+
+
 def median_of(runs, key):
     return statistics.median(r[key] for r in runs)
 
@@ -249,53 +273,57 @@ CHAT = {"model": "default", "messages": [{"role": "user", "content": "Say hello.
 def non_streaming(bins, a, results, pg_ok):
     fake = Fake(bins, "--reply", "Hello from the fake upstream, a short reply.", "--chunks", "4")
     direct_body = dict(CHAT, model="fake-model")
+    # Every path is up at once and the runs take turns (direct, floor, moltbot in each mode, then again), so a
+    # slow minute of a shared VM lands on all of them alike instead of on one path's three runs.
+    targets = {"direct": (fake.proc.pid, fake.chat_url, direct_body)}
+    floor = None
+    moltbots = {}
+    pgs = {}
+    sent = {}
     try:
-        table = {}
-        for c in a.concurrency:
-            n = max(a.requests, c * 20)
-            runs = [measured(bins, fake.proc.pid, fake.chat_url, direct_body, requests=n, concurrency=c, warmup=c * 2)
-                    for _ in range(a.runs)]
-            table[("direct", c)] = runs
         # The floor: a minimal proxy from the same crates (no auth, parsing, logging or storage), pinned
         # like moltbot — what two HTTP exchanges on loopback cost on this machine.
         floor = Floor(bins, fake.chat_url)
-        try:
-            for c in a.concurrency:
-                n = max(a.requests, c * 20)
-                table[("floor", c)] = [measured(bins, floor.proc.pid, floor.chat_url, direct_body, requests=n,
-                                                concurrency=c, warmup=c * 2) for _ in range(a.runs)]
-        finally:
-            floor.stop()
+        targets["floor"] = (floor.proc.pid, floor.chat_url, direct_body)
         modes = [("off", None, False), ("sqlite", None, True)]
         if pg_ok:
             modes.append(("postgres", "pg", True))
         for mode, db, record in modes:
             pg = PgDatabase() if db == "pg" else None
+            if pg:
+                pgs[mode] = pg
             m = Moltbot(bins, fake.url, database_url=pg.url if pg else None, record=record)
-            try:
-                total = 0
-                for c in a.concurrency:
-                    n = max(a.requests, c * 20)
-                    runs = []
-                    for _ in range(a.runs):
-                        runs.append(measured(bins, m.pid, m.chat_url, CHAT, requests=n, concurrency=c, warmup=c * 2))
-                        total += n + c * 2
-                    table[(mode, c)] = runs
-                if record:
-                    stored = pg.count("messages") if pg else sqlite_count(m, "messages")
-                    # Every acknowledged turn is stored: one user message and one reply, grouped or not.
-                    results[f"stored_messages_{mode}"] = stored
-                    results[f"sent_requests_{mode}"] = total
-                results[f"rss_after_load_mib_{mode}"] = round(rss_kib(m.pid) / 1024, 1)
-            finally:
-                m.stop()
-                if pg:
-                    pg.drop()
+            moltbots[mode] = m
+            targets[mode] = (m.pid, m.chat_url, CHAT)
+            sent[mode] = 0
+        table = {}
+        for c in a.concurrency:
+            n = max(a.requests, c * 20)
+            for _ in range(a.runs):
+                for path, (pid, url, body) in targets.items():
+                    table.setdefault((path, c), []).append(
+                        measured(bins, pid, url, body, requests=n, concurrency=c, warmup=c * 2))
+                    if path in sent:
+                        sent[path] += n + c * 2
+        for mode, db, record in modes:
+            m = moltbots[mode]
+            if record:
+                stored = pgs[mode].count("messages") if db else sqlite_count(m, "messages")
+                # Every acknowledged turn is stored: one user message and one reply, grouped or not.
+                results[f"stored_messages_{mode}"] = stored
+                results[f"sent_requests_{mode}"] = sent[mode]
+            results[f"rss_after_load_mib_{mode}"] = round(rss_kib(m.pid) / 1024, 1)
         results["non_streaming"] = {f"{k[0]}@{k[1]}": {
             "rps": median_of(v, "rps"), "p50_us": median_of(v, "p50_us"), "p99_us": median_of(v, "p99_us"),
             "cpu_us_per_req": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in v),
         } for k, v in table.items()}
     finally:
+        for m in moltbots.values():
+            m.stop()
+        for pg in pgs.values():
+            pg.drop()
+        if floor:
+            floor.stop()
         fake.stop()
 
 

@@ -7,14 +7,14 @@ counted, so confirm a real change with ab.py or `make bench`.
     python3 bench/instructions.py BUILD [BUILD ...] [--rounds 2] [--requests 2000] [--keep DIR]
                                   [--target-dir target/bench]
 
-Each BUILD is a `moltbot` executable, optionally labelled `label=path`. Per build and round, moltbot runs twice
+Each BUILD is a `moltbot` executable, optionally labelled `label=path`, with environment overrides after commas
+(as for ab.py). Per build and round, moltbot runs twice
 under callgrind against one fake upstream (recording off, like ab.py): once warmed up with 200 requests only,
 once with --requests more; the difference of the two totals, divided by --requests, is the cost of a request
 without start-up and shutdown. Runs take ~10 s each. `--keep DIR` keeps the callgrind files
 (`LABEL.N.out`) for `callgrind_annotate --inclusive=yes DIR/LABEL.N.out`.
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -26,19 +26,14 @@ import harness  # noqa: E402
 WARM_UP = 200
 
 
-def parse_build(spec):
-    label, _, path = spec.rpartition("=")
-    return (label or path), os.path.abspath(path)
-
-
-def total_instructions(bins, fake_url, binary, requests, out_dir, name):
+def total_instructions(bins, fake_url, binary, env, requests, out_dir, name):
     """Instructions of one moltbot process that served WARM_UP + `requests` requests."""
     out = os.path.join(out_dir, f"{name}.out")
     wrapper = os.path.join(out_dir, f"{name}.sh")
     with open(wrapper, "w") as f:
         f.write(f'#!/bin/sh\nexec valgrind -q --tool=callgrind --callgrind-out-file={out} {binary} "$@"\n')
     os.chmod(wrapper, 0o755)
-    m = harness.Moltbot(dict(bins, moltbot=wrapper), fake_url, record=False)
+    m = harness.Moltbot(dict(bins, moltbot=wrapper), fake_url, record=False, extra_env=env)
     try:
         harness.load(bins, m.chat_url, harness.CHAT, requests=WARM_UP, concurrency=16)
         if requests:
@@ -53,16 +48,11 @@ def total_instructions(bins, fake_url, binary, requests, out_dir, name):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("builds", nargs="+")
-    ap.add_argument("--target-dir", default=os.path.join(harness.ROOT, "target", "bench"))
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--requests", type=int, default=2000)
+    ap = harness.comparison_args(__doc__, rounds=2, requests=2000)
     ap.add_argument("--keep", default=None, help="directory for the callgrind files")
     a = ap.parse_args()
-    rel = os.path.join(a.target_dir, "release")
-    bins = {"fake": os.path.join(rel, "moltbot-fake-upstream"), "load": os.path.join(rel, "moltbot-load")}
-    builds = [parse_build(b) for b in a.builds]
+    bins = harness.tool_bins(a.target_dir)
+    builds = [harness.build_spec(b) for b in a.builds]
     tmp = None
     if a.keep:
         os.makedirs(a.keep, exist_ok=True)
@@ -71,12 +61,12 @@ def main():
         tmp = tempfile.TemporaryDirectory(prefix="moltbot-instructions-")
         out_dir = tmp.name
     fake = harness.Fake(bins, "--reply", "Hello from the fake upstream, a short reply.", "--chunks", "4")
-    results = {label: [] for label, _ in builds}
+    results = {label: [] for label, _, _ in builds}
     try:
         for r in range(a.rounds):
-            for label, path in builds:
-                base = total_instructions(bins, fake.url, path, 0, out_dir, f"{label}.{r}.warm")
-                full = total_instructions(bins, fake.url, path, a.requests, out_dir, f"{label}.{r}")
+            for label, path, env in builds:
+                base = total_instructions(bins, fake.url, path, env, 0, out_dir, f"{label}.{r}.warm")
+                full = total_instructions(bins, fake.url, path, env, a.requests, out_dir, f"{label}.{r}")
                 per = (full - base) / a.requests
                 results[label].append(per)
                 print(f"round {r + 1} {label}: {per:,.0f} instructions per request", flush=True)

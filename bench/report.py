@@ -28,7 +28,9 @@ def render(r, command):
         f"- {v['moltbot']} (git {v['git']}), {v['rustc']}, PostgreSQL {v['postgres']}",
         _nofile(r["nofile"]),
         f"- pinning: moltbot on core 0, upstream and load generator on the other core(s) ({r['cores']} cores)",
-        f"- each figure: median of {r['args']['runs']} runs; CPU = utime + stime of the measured process",
+        f"- each figure: median of {r['args']['runs']} runs; non-streaming runs take turns across the paths (direct, floor, "
+        f"moltbot in each mode, then again), so a slow minute of the VM hits every path alike; CPU = utime + stime "
+        f"of the measured process",
         "",
         "Baselines are measured in the same run: *direct* = the load generator talking to the fake upstream",
         "(a Rust axum server with real SSE framing) without moltbot in between; *floor* = the same traffic",
