@@ -328,17 +328,22 @@ impl ChatService {
     async fn open_with_fallback(
         &self,
         route: &ModelRoute,
-        base: BackendRequest,
+        mut base: BackendRequest,
     ) -> Result<(String, EventStream), ChatError> {
         let chain = self.models.chain(&route.name);
         let mut last: Option<BackendError> = None;
         for (i, r) in chain.iter().enumerate() {
-            let mut request = base.clone();
+            let is_last = i + 1 == chain.len();
+            // The last step (the only one without fallbacks) takes the request instead of copying the prompt.
+            let mut request = if is_last {
+                std::mem::take(&mut base)
+            } else {
+                base.clone()
+            };
             request.model = r.upstream_model.clone();
             request.temperature = request.temperature.or(r.temperature);
             request.top_p = request.top_p.or(r.top_p);
             request.max_tokens = request.max_tokens.min(r.max_tokens);
-            let is_last = i + 1 == chain.len();
             match r.backend.chat(request).await {
                 Ok(mut events) => match events.next().await {
                     Some(Err(e)) if e.should_fall_back() && !is_last => {
