@@ -14,36 +14,20 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// The keys written before the `extra` fields (13 at most).
-struct Written {
-    keys: [&'static str; 13],
-    len: usize,
-}
-
-impl Written {
-    fn contains(&self, key: &str) -> bool {
-        self.keys[..self.len].contains(&key)
-    }
-}
-
-/// Write one known field and remember its key.
-fn put<M, V>(m: &mut M, written: &mut Written, key: &'static str, value: &V) -> Result<(), M::Error>
+/// Write one known field and remember its key (a known field wins over a same-named `extra` one).
+fn put<M, V>(m: &mut M, written: &mut Vec<&'static str>, key: &'static str, value: &V) -> Result<(), M::Error>
 where
     M: SerializeMap,
     V: Serialize + ?Sized,
 {
-    written.keys[written.len] = key;
-    written.len += 1;
+    written.push(key);
     m.serialize_entry(key, value)
 }
 
 impl Serialize for RequestBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let req = self.0;
-        let w = &mut Written {
-            keys: [""; 13],
-            len: 0,
-        };
+        let w = &mut Vec::with_capacity(16);
         let mut m = serializer.serialize_map(None)?;
         put(&mut m, w, "model", &req.model)?;
         put(&mut m, w, "messages", &req.messages)?;
@@ -85,7 +69,7 @@ impl Serialize for RequestBody<'_> {
             }
         }
         for (k, v) in &req.extra {
-            if !w.contains(k) {
+            if !w.contains(&k.as_str()) {
                 m.serialize_entry(k, v)?;
             }
         }

@@ -63,9 +63,12 @@ where
         ..RequestSummary::default()
     });
     let live = meter.live.filter(|_| req.uri().path().starts_with("/v1/"));
+    let in_flight = super::handles::in_flight(meter.listener);
+    in_flight.increment(1.0);
     let mut guard = Guard {
         live,
         started: Instant::now(),
+        in_flight,
         listener: meter.listener,
         method: method_label(req.method()),
         route,
@@ -74,7 +77,6 @@ where
         summary,
         recent: meter.recent,
     };
-    super::handles::in_flight(guard.listener).increment(1.0);
     let resp = next(req).await;
     guard.status = resp.status().as_u16();
     guard.stream = resp
@@ -112,6 +114,8 @@ fn method_label(m: &Method) -> &'static str {
 /// Records one request when dropped.
 struct Guard {
     started: Instant,
+    /// `http_requests_in_flight{listener}`: incremented when the request arrived.
+    in_flight: metrics::Gauge,
     listener: &'static str,
     method: &'static str,
     route: String,
@@ -134,7 +138,7 @@ impl Drop for Guard {
         });
         requests.increment(1);
         duration.record(elapsed.as_secs_f64());
-        super::handles::in_flight(self.listener).decrement(1.0);
+        self.in_flight.decrement(1.0);
         // WebSocket upgrades (101) are not requests of their own in the overview.
         if let Some(live) = self.live.as_ref().filter(|_| self.status != 101) {
             live.series.record_request(self.status, elapsed);
