@@ -37,10 +37,20 @@ JWT_SECRET = "cluster-jwt-secret-" + secrets.token_hex(24)
 UPSTREAM_KEY = "sk-cluster-upstream-key-DO-NOT-LEAK"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free ephemeral port on 127.0.0.1, never one this process was already given: the kernel may hand
+    the same port to two binds in a row once the first socket is closed (nginx once got its HTTP and HTTPS
+    ports equal: "a duplicate default server")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for(what: str, check, timeout: float = 20.0, interval: float = 0.05):

@@ -35,10 +35,18 @@ OK_CHUNKS, FLAKY_CHUNKS, SLOW_CHUNKS, INTERVAL_MS = 4, 2, 150, 30
 QUIET = 12
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port on 127.0.0.1, never one already given out here: two binds in a row may get the same port."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 # The API key chat requests carry: the bootstrap key moltbot writes at first start.
