@@ -3,13 +3,13 @@
 docs/performance.md "How to profile": single runs differ by ±5 %, so builds take turns, round after round).
 
     python3 bench/ab.py BUILD [BUILD ...] [--rounds 3] [--requests 30000] [--concurrency 64]
-                        [--target-dir target/bench] [--perf OUT.data]
+                        [--record off|sqlite|postgres] [--target-dir target/bench] [--perf OUT.data]
 
 Each BUILD is a `moltbot` executable, optionally labelled `label=path`, with environment overrides after a comma
 (`jemalloc=/tmp/moltbot,LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2`). One fake upstream (from
 --target-dir) serves every round; each round starts every build afresh, warms it up and measures moltbot's own
-CPU (utime + stime from /proc) over --requests requests at --concurrency, recording off, pinned like
-`make bench`. Prints one line per run and the medians. `--perf FILE` records the first build's last round with
+CPU (utime + stime from /proc) over --requests requests at --concurrency, pinned like `make bench`; recording
+off unless --record names a database (postgres: a fresh database per run on MOLTBOT_TEST_POSTGRES_URL's server). Prints one line per run and the medians. `--perf FILE` records the first build's last round with
 `perf record --call-graph dwarf` (needs linux-perf).
 """
 
@@ -26,6 +26,7 @@ def main():
     ap = harness.comparison_args(__doc__, rounds=3, requests=30000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--perf", default=None)
+    ap.add_argument("--record", choices=["off", "sqlite", "postgres"], default="off")
     a = ap.parse_args()
     bins = harness.tool_bins(a.target_dir)
     builds = [harness.build_spec(b) for b in a.builds]
@@ -35,7 +36,9 @@ def main():
     try:
         for r in range(a.rounds):
             for i, (label, path, env) in enumerate(builds):
-                m = harness.Moltbot(dict(bins, moltbot=path), fake.url, record=False, extra_env=env)
+                pg = harness.PgDatabase() if a.record == "postgres" else None
+                m = harness.Moltbot(dict(bins, moltbot=path), fake.url, database_url=pg.url if pg else None,
+                                    record=a.record != "off", extra_env=env)
                 perf = None
                 try:
                     harness.load(bins, m.chat_url, harness.CHAT, requests=2000, concurrency=a.concurrency)
@@ -53,6 +56,8 @@ def main():
                           f"p50 {run['p50_us']:.0f} us, RSS {harness.rss_kib(m.pid) / 1024:.1f} MiB", flush=True)
                 finally:
                     m.stop()
+                    if pg:
+                        pg.drop()
     finally:
         fake.stop()
     for label, runs in results.items():

@@ -188,6 +188,83 @@ pub trait Store:
 
     /// Write every queued usage record now (graceful shutdown; readers do it themselves).
     async fn flush(&self) -> StoreResult<()>;
+
+    /// Commit a finished turn's writes in one transaction. An implementation may write turns that
+    /// finish at the same time in one transaction (group commit): each caller still learns its own
+    /// outcome, and returns only once its turn is durable.
+    async fn commit_turn(&self, turn: TurnCommit) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        turn.write(tx.as_mut()).await?;
+        tx.commit().await
+    }
+
+    /// Store a turn's new user messages (in a new conversation, with its `conversation.created` event,
+    /// when `turn.conversation_id` is `None`) in one transaction; returns the conversation's id. Grouped
+    /// like [`Store::commit_turn`] where the implementation does so.
+    async fn open_turn(&self, turn: TurnOpen) -> StoreResult<String> {
+        let mut tx = self.begin().await?;
+        let id = turn.write(tx.as_mut()).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+}
+
+/// The start of a turn: the user's new messages, stored before the reply is generated.
+#[derive(Debug, Clone)]
+pub struct TurnOpen {
+    pub owner: String,
+    /// `None`: a new conversation (no metadata).
+    pub conversation_id: Option<String>,
+    pub messages: Vec<NewMessage>,
+    pub now: i64,
+}
+
+impl TurnOpen {
+    /// The turn's statements, one by one, in `tx` (the reference for grouped writes).
+    pub async fn write(&self, tx: &mut dyn StoreTx) -> StoreResult<String> {
+        let id = match &self.conversation_id {
+            Some(id) => id.clone(),
+            None => {
+                tx.create_conversation(&self.owner, Map::new(), self.now)
+                    .await?
+                    .id
+            }
+        };
+        if !self.messages.is_empty() {
+            tx.append_messages(&id, &self.messages, self.now).await?;
+        }
+        Ok(id)
+    }
+}
+
+/// A finished turn of a stored conversation: the reply, the user's messages it completes, its
+/// `message.created` event, the conversation's new history hash and the usage row.
+#[derive(Debug, Clone)]
+pub struct TurnCommit {
+    pub conversation_id: String,
+    pub reply: NewMessage,
+    /// The user's messages of this turn (pending until now), set to `completed`.
+    pub completed: Vec<String>,
+    pub event: crate::webhooks::OutboxEvent,
+    pub tip: Option<String>,
+    pub usage: UsageRecord,
+}
+
+impl TurnCommit {
+    /// The turn's statements, one by one, in `tx` (the reference for grouped writes).
+    pub async fn write(&self, tx: &mut dyn StoreTx) -> StoreResult<()> {
+        let now = self.usage.created_at;
+        tx.append_messages(&self.conversation_id, std::slice::from_ref(&self.reply), now)
+            .await?;
+        for id in &self.completed {
+            tx.set_message_status(id, MessageStatus::Completed).await?;
+        }
+        tx.enqueue_event(&self.event).await?;
+        if let Some(tip) = &self.tip {
+            tx.set_conversation_tip(&self.conversation_id, tip).await?;
+        }
+        tx.insert_usage(&self.usage).await
+    }
 }
 
 /// Writes that must land together (a turn's messages, its usage, later a webhook outbox row).

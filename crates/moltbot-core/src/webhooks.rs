@@ -204,6 +204,15 @@ pub struct DeliveryQuery {
     pub limit: u32,
 }
 
+/// What one dispatcher round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dispatched {
+    /// Outbox events handled (fanned out, or dropped because no subscription wants them).
+    pub events: u32,
+    /// Deliveries created: when zero, no delivery worker has anything new to do.
+    pub deliveries: u32,
+}
+
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
     /// Store a new subscription. A duplicate id is a `Conflict`.
@@ -228,9 +237,14 @@ pub trait WebhookStore: Send + Sync {
     /// Fan up to `limit` undispatched outbox events (oldest first) out into pending deliveries, one
     /// per enabled subscription that wants the type (due at `now_ms`, given up after the event's
     /// creation + `retry_for_ms`), and mark them dispatched; events no subscription wants are deleted.
-    /// Idempotent (`UNIQUE (subscription, event)`), so concurrent dispatchers are harmless. Returns
-    /// how many events were handled.
-    async fn dispatch_webhook_events(&self, now_ms: i64, retry_for_ms: i64, limit: u32) -> StoreResult<u32>;
+    /// Idempotent (`UNIQUE (subscription, event)`), so concurrent dispatchers are harmless. The whole
+    /// batch is one transaction.
+    async fn dispatch_webhook_events(
+        &self,
+        now_ms: i64,
+        retry_for_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Dispatched>;
 
     /// Write `event` (already dispatched) and a delivery of it to subscription `subscription_id`
     /// alone. `None` if there is no such subscription.

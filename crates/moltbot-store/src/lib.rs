@@ -24,6 +24,7 @@ mod models;
 mod responses;
 mod rows;
 mod store;
+mod turn_log;
 mod tx;
 mod usage_log;
 mod webhooks;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use moltbot_core::{Store, StoreError};
 
 pub use crate::store::SqlStore;
+pub use crate::turn_log::TurnWrite;
 
 /// Which database a [`SqlStore`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

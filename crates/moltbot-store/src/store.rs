@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use moltbot_core::{
     ApiKey, ApiKeyUpdate, Conversation, ConversationQuery, ConversationSummary, IdempotencyRecord, ItemQuery,
-    Owner, SchemaStatus, Store, StoreError, StoreResult, StoreTx, StoredMessage, StoredResponse, UsageQuery,
-    UsageRecord, UsageRow,
+    Owner, SchemaStatus, Store, StoreError, StoreResult, StoreTx, StoredMessage, StoredResponse, TurnCommit,
+    TurnOpen, UsageQuery, UsageRecord, UsageRow,
 };
 use serde_json::{Map, Value};
 use sqlx::AnyPool;
@@ -12,6 +12,7 @@ use sqlx::AnyPool;
 use crate::error::db_err;
 use crate::metrics::QueryTimer;
 use crate::rows::{self, CONVERSATION_COLUMNS, IDEMPOTENCY_COLUMNS, MESSAGE_COLUMNS, USAGE_COLUMNS};
+use crate::turn_log::{TurnLog, TurnWrite};
 use crate::tx::SqlTx;
 use crate::usage_log::UsageLog;
 use crate::{Backend, StoreOptions, connect, migrate};
@@ -22,6 +23,7 @@ pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
     usage: std::sync::Arc<UsageLog>,
+    turns: std::sync::Arc<TurnLog>,
 }
 
 impl SqlStore {
@@ -29,11 +31,24 @@ impl SqlStore {
     pub async fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
         let (pool, backend) = connect::connect(url, opts).await?;
         let usage = UsageLog::start(&pool, backend);
-        Ok(Self { pool, backend, usage })
+        let turns = TurnLog::new(backend);
+        Ok(Self {
+            pool,
+            backend,
+            usage,
+            turns,
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Write `writes` as one group, as concurrent [`Store::open_turn`] / [`Store::commit_turn`] calls
+    /// are: one transaction, each write's own outcome in order (the conversation id of an opened turn;
+    /// a write whose conversation is gone fails alone).
+    pub async fn write_turns(&self, writes: &[TurnWrite]) -> Vec<StoreResult<Option<String>>> {
+        crate::turn_log::write_group(&self.pool, self.backend, writes).await
     }
 
     /// The underlying pool, for operational tooling and tests. Application code goes through [`Store`].
@@ -484,5 +499,13 @@ impl Store for SqlStore {
 
     async fn flush(&self) -> StoreResult<()> {
         self.usage.flush(&self.pool).await
+    }
+
+    async fn commit_turn(&self, turn: TurnCommit) -> StoreResult<()> {
+        self.turns.commit(&self.pool, turn).await
+    }
+
+    async fn open_turn(&self, turn: TurnOpen) -> StoreResult<String> {
+        self.turns.open(&self.pool, turn).await
     }
 }

@@ -12,11 +12,11 @@ use sqlx::{Any, Transaction};
 use crate::error::db_err;
 use crate::metrics::QueryTimer;
 use crate::rows;
-use crate::usage_log::{INSERT_USAGE, bind_usage};
+use crate::usage_log::{AnyQuery, INSERT_USAGE, bind_usage};
 
 /// Milliseconds for an event at `now` (unix seconds, the caller's clock): the system clock's
 /// milliseconds when it agrees on the second, else the start of that second.
-fn event_millis(now: i64) -> i64 {
+pub(crate) fn event_millis(now: i64) -> i64 {
     let system = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -26,6 +26,38 @@ fn event_millis(now: i64) -> i64 {
     } else {
         now.saturating_mul(1000)
     }
+}
+
+/// The columns of a message row, in the order [`bind_message`] binds them (16 values).
+pub(crate) const INSERT_MESSAGE: &str = "INSERT INTO messages (id, conversation_id, seq, created_at, role, content, \
+    raw, status, model, backend, finish_reason, prompt_tokens, completion_tokens, latency_ms, request_id, \
+    compaction) VALUES ";
+
+/// Bind one message's 16 values, in [`INSERT_MESSAGE`]'s column order.
+pub(crate) fn bind_message<'q>(
+    q: AnyQuery<'q>,
+    m: &'q NewMessage,
+    conversation_id: &'q str,
+    seq: i64,
+    now: i64,
+) -> StoreResult<AnyQuery<'q>> {
+    let usage = m.meta.usage.as_ref();
+    Ok(q.bind(m.id.as_str())
+        .bind(conversation_id)
+        .bind(seq)
+        .bind(now)
+        .bind(m.role.as_str())
+        .bind(m.content.as_str())
+        .bind(rows::raw_json(m.raw.as_ref())?)
+        .bind(m.status.as_str())
+        .bind(m.meta.model.as_deref())
+        .bind(m.meta.backend.as_deref())
+        .bind(m.meta.finish_reason.as_deref())
+        .bind(usage.map(|u| i64::from(u.prompt_tokens)))
+        .bind(usage.map(|u| i64::from(u.completion_tokens)))
+        .bind(m.meta.latency_ms)
+        .bind(m.meta.request_id.as_deref())
+        .bind(rows::compaction_json(m.compaction.as_ref())?))
 }
 
 pub(crate) struct SqlTx {
@@ -95,33 +127,15 @@ impl StoreTx for SqlTx {
         let (end,) = reserved.ok_or(StoreError::NotFound)?;
         let start = end - count;
 
+        let sql = format!(
+            "{INSERT_MESSAGE}($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        );
         let mut stored = Vec::with_capacity(messages.len());
         for (seq, m) in (start + 1..).zip(messages) {
-            let usage = m.meta.usage.as_ref();
-            sqlx::query(
-                "INSERT INTO messages (id, conversation_id, seq, created_at, role, content, raw, status, model, \
-                 backend, finish_reason, prompt_tokens, completion_tokens, latency_ms, request_id, compaction) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(m.id.as_str())
-            .bind(conversation_id)
-            .bind(seq)
-            .bind(now)
-            .bind(m.role.as_str())
-            .bind(m.content.as_str())
-            .bind(rows::raw_json(m.raw.as_ref())?)
-            .bind(m.status.as_str())
-            .bind(m.meta.model.as_deref())
-            .bind(m.meta.backend.as_deref())
-            .bind(m.meta.finish_reason.as_deref())
-            .bind(usage.map(|u| i64::from(u.prompt_tokens)))
-            .bind(usage.map(|u| i64::from(u.completion_tokens)))
-            .bind(m.meta.latency_ms)
-            .bind(m.meta.request_id.as_deref())
-            .bind(rows::compaction_json(m.compaction.as_ref())?)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(db_err)?;
+            bind_message(sqlx::query(&sql), m, conversation_id, seq, now)?
+                .execute(&mut *self.tx)
+                .await
+                .map_err(db_err)?;
             stored.push(StoredMessage {
                 id: m.id.clone(),
                 conversation_id: conversation_id.to_string(),

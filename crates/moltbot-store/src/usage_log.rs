@@ -146,7 +146,7 @@ async fn insert(pool: &AnyPool, backend: Backend, rows: &[UsageRecord]) -> Store
     Ok(())
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 /// The columns of a usage row, in the order [`bind_usage`] binds them.
 pub(crate) const INSERT_USAGE: &str = "INSERT INTO usage_records (id, owner, conversation_id, request_id, model, \

@@ -4,8 +4,8 @@
 
 use async_trait::async_trait;
 use moltbot_core::webhooks::{
-    DeliveryOutcome, DeliveryQuery, DeliveryStatus, OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookJob,
-    WebhookStore, WebhookSubscription, WebhookSubscriptionUpdate,
+    DeliveryOutcome, DeliveryQuery, DeliveryStatus, Dispatched, OutboxEvent, WebhookAttempt, WebhookDelivery,
+    WebhookJob, WebhookStore, WebhookSubscription, WebhookSubscriptionUpdate,
 };
 use moltbot_core::{StoreError, StoreResult, ids};
 use sqlx::Row;
@@ -112,11 +112,11 @@ async fn insert_delivery<'e, E>(
     event_type: &str,
     now_ms: i64,
     expires_ms: i64,
-) -> StoreResult<()>
+) -> StoreResult<bool>
 where
     E: sqlx::Executor<'e, Database = sqlx::Any>,
 {
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, status, attempts, \
          next_attempt_ms, expires_ms, created_ms, updated_ms) \
          VALUES ($1, $2, $3, $4, 'pending', 0, $5, $6, $5, $5) ON CONFLICT DO NOTHING",
@@ -130,7 +130,24 @@ where
     .execute(exec)
     .await
     .map_err(db_err)?;
-    Ok(())
+    Ok(done.rows_affected() > 0)
+}
+
+/// Ids per `IN (…)` list (the dispatcher's batch): sqlx finds each of SQLite's numbered parameters by
+/// a linear search, so a list this short stays cheap.
+const ID_CHUNK: usize = 100;
+
+/// `$first, $first+1, …` (`n` of them).
+fn placeholders(first: usize, n: usize) -> String {
+    let mut out = String::with_capacity(n * 5);
+    for i in first..first + n {
+        if i > first {
+            out.push_str(", ");
+        }
+        out.push('$');
+        out.push_str(&i.to_string());
+    }
+    out
 }
 
 #[async_trait]
@@ -224,7 +241,12 @@ impl WebhookStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn dispatch_webhook_events(&self, now_ms: i64, retry_for_ms: i64, limit: u32) -> StoreResult<u32> {
+    async fn dispatch_webhook_events(
+        &self,
+        now_ms: i64,
+        retry_for_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Dispatched> {
         let _timer = QueryTimer::start("dispatch_webhook_events");
         let events: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT id, event_type, created_ms FROM event_outbox WHERE dispatched_ms IS NULL \
@@ -235,7 +257,7 @@ impl WebhookStore for SqlStore {
         .await
         .map_err(db_err)?;
         if events.is_empty() {
-            return Ok(0);
+            return Ok(Dispatched::default());
         }
         let subs: Vec<WebhookSubscription> = self
             .list_webhook_subscriptions()
@@ -243,42 +265,62 @@ impl WebhookStore for SqlStore {
             .into_iter()
             .filter(|s| s.enabled)
             .collect();
-        let mut handled = 0;
+        // One transaction for the whole batch: every turn enqueues events, and a transaction per
+        // event cost more than the turn's own writes.
+        let mut tx = self.begin_write().await?;
+        let mut dropped: Vec<&str> = Vec::new();
+        let mut fanned: Vec<&str> = Vec::new();
+        let mut deliveries = 0u32;
         for (event_id, event_type, created_ms) in &events {
-            let wanted: Vec<&WebhookSubscription> = subs.iter().filter(|s| s.wants(event_type)).collect();
-            let mut tx = self.begin_write().await?;
-            if wanted.is_empty() {
-                // Nobody listens: the event is dropped (a later subscription starts with later events).
-                sqlx::query("DELETE FROM event_outbox WHERE id = $1 AND dispatched_ms IS NULL")
-                    .bind(event_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-            } else {
-                for sub in wanted {
-                    insert_delivery(
-                        &mut *tx,
-                        &sub.id,
-                        event_id,
-                        event_type,
-                        now_ms,
-                        created_ms.saturating_add(retry_for_ms),
-                    )
-                    .await?;
-                }
-                sqlx::query(
-                    "UPDATE event_outbox SET dispatched_ms = $1 WHERE id = $2 AND dispatched_ms IS NULL",
+            let wanted = subs.iter().filter(|s| s.wants(event_type));
+            let mut any = false;
+            for sub in wanted {
+                any = true;
+                let inserted = insert_delivery(
+                    &mut *tx,
+                    &sub.id,
+                    event_id,
+                    event_type,
+                    now_ms,
+                    created_ms.saturating_add(retry_for_ms),
                 )
-                .bind(now_ms)
-                .bind(event_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+                .await?;
+                deliveries = deliveries.saturating_add(u32::from(inserted));
             }
-            tx.commit().await.map_err(db_err)?;
-            handled += 1;
+            if any {
+                fanned.push(event_id);
+            } else {
+                // Nobody listens: the event is dropped (a later subscription starts with later events).
+                dropped.push(event_id);
+            }
         }
-        Ok(handled)
+        for chunk in dropped.chunks(ID_CHUNK) {
+            let sql = format!(
+                "DELETE FROM event_outbox WHERE dispatched_ms IS NULL AND id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await.map_err(db_err)?;
+        }
+        for chunk in fanned.chunks(ID_CHUNK) {
+            let sql = format!(
+                "UPDATE event_outbox SET dispatched_ms = $1 WHERE dispatched_ms IS NULL AND id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now_ms);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut *tx).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(Dispatched {
+            events: u32::try_from(events.len()).unwrap_or(u32::MAX),
+            deliveries,
+        })
     }
 
     async fn enqueue_webhook_test(

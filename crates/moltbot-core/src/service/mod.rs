@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use moltbot_api::{ChatCompletionRequest, ChatMessage};
-use serde_json::Map;
 
 pub use budget::Budget;
 pub use compaction::{COMPACTIONS, CompactRequest};
@@ -25,7 +24,7 @@ use crate::backend::{BackendError, BackendEvent, BackendRequest, EventStream};
 use crate::clock::Clock;
 use crate::domain::{MessageStatus, NewMessage, Role, StoredMessage};
 use crate::history::{HistoryHash, stored_prefix_len};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TurnOpen};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -260,17 +259,17 @@ impl ChatService {
             _ => Vec::new(),
         };
         let mut conversation_id = plan.conversation.clone();
-        let mut stored: Vec<StoredMessage> = Vec::new();
-        if plan.create || !new_messages.is_empty() {
-            let mut tx = self.store.begin().await?;
-            if plan.create {
-                let conv = tx.create_conversation(&owner, Map::new(), now).await?;
-                conversation_id = Some(conv.id);
-            }
-            if let Some(id) = &conversation_id {
-                stored = tx.append_messages(id, &new_messages, now).await?;
-            }
-            tx.commit().await?;
+        let mut pending_ids: Vec<String> = Vec::new();
+        if plan.create || (conversation_id.is_some() && !new_messages.is_empty()) {
+            // Ids are fixed before the write (grouped with other turns' writes, see `Store::open_turn`).
+            pending_ids = new_messages.iter().map(|m| m.id.clone()).collect();
+            let open = TurnOpen {
+                owner: owner.clone(),
+                conversation_id: conversation_id.take(),
+                messages: new_messages,
+                now,
+            };
+            conversation_id = Some(self.store.open_turn(open).await?);
         }
 
         let recorder = TurnRecorder::new(recorder::RecorderInit {
@@ -278,7 +277,7 @@ impl ChatService {
             clock: self.clock.clone(),
             owner,
             conversation_id: conversation_id.clone(),
-            pending_ids: stored.iter().map(|m| m.id.clone()).collect(),
+            pending_ids,
             model: route.name.clone(),
             request_id: input.request_id.clone(),
             started,

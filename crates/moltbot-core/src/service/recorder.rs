@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::clock::Clock;
 use crate::domain::{MessageStatus, NewMessage, Role, TurnMeta, UsageRecord};
 use crate::history::HistoryHash;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TurnCommit};
 use crate::tokens::TokenCounter;
 use crate::webhooks::{MESSAGE_CREATED, MESSAGE_FAILED, OutboxEvent};
 
@@ -210,58 +210,71 @@ async fn write_turn(
     }
     let now = init.clock.now_secs();
     let latency_ms = init.started.elapsed().as_millis() as i64;
-    let mut tx = init.store.begin().await?;
-    if let Some(conv) = &init.conversation_id {
-        let status = if outcome.truncated {
-            MessageStatus::Truncated
-        } else {
-            MessageStatus::Completed
-        };
-        let mut reply = NewMessage::new(Role::Assistant, content.clone(), status);
-        if let Some(calls) = &outcome.tool_calls {
-            reply.raw = Some(json!({"role": "assistant", "content": content, "tool_calls": calls}));
+    let usage_row = usage_record(&init, backend, &usage, result, now);
+    let Some(conv) = &init.conversation_id else {
+        // A stored response without a conversation.
+        let mut tx = init.store.begin().await?;
+        tx.insert_usage(&usage_row).await?;
+        if let Some(response) = &outcome.response {
+            tx.insert_response(response).await?;
         }
-        reply.meta = TurnMeta {
-            model: Some(init.model.clone()),
-            backend: Some(backend.to_owned()),
-            finish_reason: outcome.finish_reason.clone(),
-            usage: Some(usage.clone()),
-            latency_ms: Some(latency_ms),
-            request_id: Some(init.request_id.clone()),
-        };
-        tx.append_messages(conv, std::slice::from_ref(&reply), now)
-            .await?;
-        for id in &init.pending_ids {
-            tx.set_message_status(id, MessageStatus::Completed).await?;
-        }
-        // The webhook event commits with the reply (see `crate::webhooks`).
-        let data = json!({
-            "conversation_id": conv,
-            "id": reply.id,
-            "role": reply.role.as_str(),
-            "status": status.as_str(),
-            "owner": init.owner,
-            "model": init.model,
-            "backend": Some(backend).filter(|b| !b.is_empty()),
-            "text": content,
-            "finish_reason": outcome.finish_reason,
-            "usage": usage,
-            "request_id": init.request_id,
-            "created_at": now,
-        });
-        tx.enqueue_event(&OutboxEvent::new(MESSAGE_CREATED, data, init.clock.now_millis()))
-            .await?;
-        if let Some(tip) = &init.tip {
-            tx.set_conversation_tip(conv, &tip.push("assistant", &content, None).to_hex())
-                .await?;
+        return tx.commit().await;
+    };
+    let status = if outcome.truncated {
+        MessageStatus::Truncated
+    } else {
+        MessageStatus::Completed
+    };
+    let mut reply = NewMessage::new(Role::Assistant, content, status);
+    if let Some(calls) = &outcome.tool_calls {
+        reply.raw = Some(json!({"role": "assistant", "content": reply.content, "tool_calls": calls}));
+    }
+    // The webhook event commits with the reply (see `crate::webhooks`).
+    let data = json!({
+        "conversation_id": conv,
+        "id": reply.id,
+        "role": reply.role.as_str(),
+        "status": status.as_str(),
+        "owner": init.owner,
+        "model": init.model,
+        "backend": Some(backend).filter(|b| !b.is_empty()),
+        "text": reply.content,
+        "finish_reason": outcome.finish_reason,
+        "usage": usage,
+        "request_id": init.request_id,
+        "created_at": now,
+    });
+    let event = OutboxEvent::new(MESSAGE_CREATED, data, init.clock.now_millis());
+    let tip = init
+        .tip
+        .as_ref()
+        .map(|tip| tip.push("assistant", &reply.content, None).to_hex());
+    reply.meta = TurnMeta {
+        model: Some(init.model.clone()),
+        backend: Some(backend.to_owned()),
+        finish_reason: outcome.finish_reason.clone(),
+        usage: Some(usage),
+        latency_ms: Some(latency_ms),
+        request_id: Some(init.request_id.clone()),
+    };
+    let turn = TurnCommit {
+        conversation_id: conv.clone(),
+        reply,
+        completed: init.pending_ids.clone(),
+        event,
+        tip,
+        usage: usage_row,
+    };
+    match &outcome.response {
+        // The common case: concurrent turns may share one transaction (group commit).
+        None => init.store.commit_turn(turn).await,
+        Some(response) => {
+            let mut tx = init.store.begin().await?;
+            turn.write(tx.as_mut()).await?;
+            tx.insert_response(response).await?;
+            tx.commit().await
         }
     }
-    tx.insert_usage(&usage_record(&init, backend, &usage, result, now))
-        .await?;
-    if let Some(response) = &outcome.response {
-        tx.insert_response(response).await?;
-    }
-    tx.commit().await
 }
 
 /// The user's messages are marked failed; a reply that failed mid-stream is kept for the record, also

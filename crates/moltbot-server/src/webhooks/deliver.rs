@@ -44,13 +44,16 @@ pub(super) async fn dispatcher(state: AppState, stop: CancellationToken) {
             .dispatch_webhook_events(now, retry_for, DISPATCH_BATCH)
             .await
         {
-            Ok(n) if n > 0 => {
-                wake();
-                if n == DISPATCH_BATCH {
+            Ok(done) => {
+                // Workers are woken only for new deliveries: with no subscription, events are
+                // just dropped and a wake-up would cost every worker a claim query.
+                if done.deliveries > 0 {
+                    wake();
+                }
+                if done.events == DISPATCH_BATCH {
                     continue;
                 }
             }
-            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "webhook dispatcher cannot reach the database");
                 if !pause(&stop, Duration::from_secs(1)).await {

@@ -16,6 +16,7 @@ mod records;
 mod responses;
 mod schema;
 mod specific;
+mod turns;
 mod webhooks;
 
 /// Instantiate each `module::case` once per backend, in modules named after the backend.
@@ -69,6 +70,8 @@ conformance!(
     compaction::compaction_replaces_messages_in_context,
     compaction::compaction_of_claimed_items_conflicts,
     compaction::concurrent_compactions_have_one_winner,
+    turns::grouped_turns_commit_together,
+    turns::concurrent_turns_are_all_stored,
     records::usage_insert_and_list,
     records::usage_write_behind,
     records::idempotency_lifecycle,

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use moltbot_core::webhooks::{
-    CONVERSATION_CREATED, DeliveryOutcome, DeliveryQuery, DeliveryStatus, KEY_REVOKED, OutboxEvent,
-    WEBHOOK_TEST, WebhookAttempt, WebhookSubscription, WebhookSubscriptionUpdate,
+    CONVERSATION_CREATED, DeliveryOutcome, DeliveryQuery, DeliveryStatus, Dispatched, KEY_REVOKED,
+    OutboxEvent, WEBHOOK_TEST, WebhookAttempt, WebhookSubscription, WebhookSubscriptionUpdate,
 };
 use moltbot_core::{ApiKey, KeyLimits, Scope, Store, ids};
 use serde_json::{Map, json};
@@ -224,15 +224,25 @@ pub async fn webhook_outbox_commits_with_the_record(db: TestDb) {
         .unwrap();
     assert_eq!(
         store.dispatch_webhook_events(100_000, 60_000, 1).await.unwrap(),
-        1,
-        "limit"
+        Dispatched {
+            events: 1,
+            deliveries: 2
+        },
+        "limit; the conversation event goes to both subscriptions that want it"
     );
     assert_eq!(
         store.dispatch_webhook_events(100_000, 60_000, 10).await.unwrap(),
-        1
+        Dispatched {
+            events: 1,
+            deliveries: 1
+        }
     );
     assert_eq!(
-        store.dispatch_webhook_events(100_000, 60_000, 10).await.unwrap(),
+        store
+            .dispatch_webhook_events(100_000, 60_000, 10)
+            .await
+            .unwrap()
+            .events,
         0
     );
     let mut got: Vec<(String, String, i64)> = store
@@ -261,7 +271,11 @@ pub async fn webhook_outbox_commits_with_the_record(db: TestDb) {
     db.exec("UPDATE event_outbox SET dispatched_ms = NULL").await;
     assert_eq!(
         store.dispatch_webhook_events(200_000, 60_000, 10).await.unwrap(),
-        2
+        Dispatched {
+            events: 2,
+            deliveries: 0
+        },
+        "no delivery twice"
     );
     assert_eq!(store.list_webhook_deliveries(&all(10)).await.unwrap().len(), 3);
 
@@ -274,10 +288,42 @@ pub async fn webhook_outbox_commits_with_the_record(db: TestDb) {
     assert_eq!(outbox_count(&db).await, 3);
     assert_eq!(
         store.dispatch_webhook_events(300_000, 60_000, 10).await.unwrap(),
-        1
+        Dispatched {
+            events: 1,
+            deliveries: 0
+        }
     );
     assert_eq!(outbox_count(&db).await, 2);
     assert_eq!(store.list_webhook_deliveries(&all(10)).await.unwrap().len(), 3);
+
+    // A large batch (more ids than one `IN` list takes), wanted and unwanted events mixed.
+    let mut tx = store.begin().await.unwrap();
+    for i in 0..700 {
+        let kind = if i == 350 { KEY_REVOKED } else { "message.failed" };
+        tx.enqueue_event(&OutboxEvent::new(kind, json!({"i": i}), 400_000 + i))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(
+        store
+            .dispatch_webhook_events(500_000, 60_000, 1000)
+            .await
+            .unwrap(),
+        Dispatched {
+            events: 700,
+            deliveries: 1
+        }
+    );
+    assert_eq!(outbox_count(&db).await, 3, "the 699 unwanted events are gone");
+    assert_eq!(store.list_webhook_deliveries(&all(10)).await.unwrap().len(), 4);
+    assert_eq!(
+        store
+            .dispatch_webhook_events(600_000, 60_000, 1000)
+            .await
+            .unwrap(),
+        Dispatched::default()
+    );
 }
 
 pub async fn webhook_claims_retries_dead_letters_and_redelivery(db: TestDb) {
@@ -293,7 +339,11 @@ pub async fn webhook_claims_retries_dead_letters_and_redelivery(db: TestDb) {
         events.push(ev);
     }
     assert_eq!(
-        store.dispatch_webhook_events(2_000, 10_000, 100).await.unwrap(),
+        store
+            .dispatch_webhook_events(2_000, 10_000, 100)
+            .await
+            .unwrap()
+            .events,
         6
     );
     assert!(
@@ -519,7 +569,7 @@ pub async fn webhook_claims_retries_dead_letters_and_redelivery(db: TestDb) {
     );
     assert_eq!(store.enqueue_webhook_test("nope", &test, 1).await.unwrap(), None);
     assert_eq!(
-        store.dispatch_webhook_events(60_000, 1, 10).await.unwrap(),
+        store.dispatch_webhook_events(60_000, 1, 10).await.unwrap().events,
         0,
         "already dispatched"
     );
