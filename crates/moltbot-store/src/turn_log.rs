@@ -141,6 +141,25 @@ async fn drain(log: Arc<TurnLog>, pool: AnyPool) {
             }
         }
         let results = write_group(&pool, log.backend, &writes).await;
+        // Writes queued while the database could not be reached would wait for the pool's timeout
+        // a second time: they fail now, with the same error.
+        let unavailable = results.iter().find_map(|r| match r {
+            Err(StoreError::Unavailable(reason)) => Some(reason.clone()),
+            _ => None,
+        });
+        if let Some(reason) = unavailable {
+            let queued: Vec<Job> = {
+                let mut q = log.queue.lock().unwrap_or_else(|e| e.into_inner());
+                std::mem::take(&mut q.jobs)
+            };
+            for job in queued {
+                let err = || StoreError::Unavailable(reason.clone());
+                match job {
+                    Job::Open(_, tx) => drop(tx.send(Err(err()))),
+                    Job::Commit(_, tx) => drop(tx.send(Err(err()))),
+                }
+            }
+        }
         for (waiter, result) in waiters.into_iter().zip(results) {
             // A caller that went away no longer listens; its write stands.
             match waiter {
@@ -154,6 +173,12 @@ async fn drain(log: Arc<TurnLog>, pool: AnyPool) {
 pub(crate) async fn write_group(pool: &AnyPool, backend: Backend, writes: &[TurnWrite]) -> Vec<Outcome> {
     match try_group(pool, backend, writes).await {
         Ok(results) => results,
+        // An unreachable database fails the whole group at once: trying each write again would make
+        // every caller wait for the pool's timeout twice.
+        Err(StoreError::Unavailable(reason)) => writes
+            .iter()
+            .map(|_| Err(StoreError::Unavailable(reason.clone())))
+            .collect(),
         Err(e) => {
             if writes.len() > 1 {
                 tracing::warn!(error = %e, writes = writes.len(), "group commit failed; writing one by one");
