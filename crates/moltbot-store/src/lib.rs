@@ -21,6 +21,7 @@ mod listing;
 pub mod metrics;
 mod migrate;
 mod models;
+mod params;
 mod responses;
 mod rows;
 mod store;

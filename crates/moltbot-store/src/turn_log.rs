@@ -25,6 +25,7 @@ use tokio::sync::oneshot;
 use crate::Backend;
 use crate::error::db_err;
 use crate::metrics::QueryTimer;
+use crate::params::{push_params, push_rows};
 use crate::tx::{INSERT_MESSAGE, SqlTx, bind_message};
 use crate::usage_log::{INSERT_USAGE, bind_usage};
 
@@ -411,36 +412,6 @@ fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// `n` parameters separated by commas, numbered from `first` on PostgreSQL. SQLite gets anonymous `?`
-/// parameters: sqlx finds each numbered one by a linear search, quadratic in a long statement.
-fn push_params(sql: &mut String, backend: Backend, first: usize, n: usize) {
-    for i in first..first + n {
-        if i > first {
-            sql.push_str(", ");
-        }
-        match backend {
-            Backend::Sqlite => sql.push('?'),
-            Backend::Postgres => {
-                sql.push('$');
-                sql.push_str(&i.to_string());
-            }
-        }
-    }
-}
-
-/// `(…), (…)`: `rows` tuples of `cols` parameters each, then `tail` inside each tuple.
-fn push_rows(sql: &mut String, backend: Backend, rows: usize, cols: usize, tail: &str) {
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        push_params(sql, backend, 1 + r * cols, cols);
-        sql.push_str(tail);
-        sql.push(')');
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,18 +423,5 @@ mod tests {
         assert_eq!(sizes, [32, 8, 4, 1]);
         assert_eq!(chunks(&items).flatten().copied().collect::<Vec<_>>(), items);
         assert_eq!(chunks::<u32>(&[]).count(), 0);
-    }
-
-    #[test]
-    fn placeholders_per_backend() {
-        let mut pg = String::new();
-        push_rows(&mut pg, Backend::Postgres, 2, 3, ", NULL");
-        assert_eq!(pg, "($1, $2, $3, NULL), ($4, $5, $6, NULL)");
-        let mut lite = String::new();
-        push_rows(&mut lite, Backend::Sqlite, 2, 2, "");
-        assert_eq!(lite, "(?, ?), (?, ?)");
-        let mut list = String::new();
-        push_params(&mut list, Backend::Postgres, 2, 3);
-        assert_eq!(list, "$2, $3, $4");
     }
 }

@@ -17,6 +17,7 @@ use sqlx::AnyPool;
 use crate::Backend;
 use crate::error::db_err;
 use crate::metrics::QueryTimer;
+use crate::params::push_rows;
 
 /// How often queued rows are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
@@ -118,26 +119,7 @@ async fn insert(pool: &AnyPool, backend: Backend, rows: &[UsageRecord]) -> Store
     let _timer = QueryTimer::start("insert_usage_batch");
     let mut sql = String::with_capacity(200 + rows.len() * 60);
     sql.push_str(INSERT_USAGE);
-    for i in 0..rows.len() {
-        let base = i * 11;
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push('(');
-        for p in 1..=11 {
-            if p > 1 {
-                sql.push(',');
-            }
-            match backend {
-                Backend::Sqlite => sql.push('?'),
-                Backend::Postgres => {
-                    sql.push('$');
-                    sql.push_str(&(base + p).to_string());
-                }
-            }
-        }
-        sql.push(')');
-    }
+    push_rows(&mut sql, backend, rows.len(), 11, "");
     let mut q = sqlx::query(&sql);
     for u in rows {
         q = bind_usage(q, u);

@@ -14,6 +14,7 @@ use sqlx::any::AnyRow;
 use crate::SqlStore;
 use crate::error::{corrupt, db_err};
 use crate::metrics::QueryTimer;
+use crate::params::push_params;
 
 const SUB_COLUMNS: &str = "id, url, events, secret, description, enabled, created_ms, updated_ms";
 
@@ -133,22 +134,8 @@ where
     Ok(done.rows_affected() > 0)
 }
 
-/// Ids per `IN (…)` list (the dispatcher's batch): sqlx finds each of SQLite's numbered parameters by
-/// a linear search, so a list this short stays cheap.
+/// Ids per `IN (…)` list (the dispatcher's batch).
 const ID_CHUNK: usize = 100;
-
-/// `$first, $first+1, …` (`n` of them).
-fn placeholders(first: usize, n: usize) -> String {
-    let mut out = String::with_capacity(n * 5);
-    for i in first..first + n {
-        if i > first {
-            out.push_str(", ");
-        }
-        out.push('$');
-        out.push_str(&i.to_string());
-    }
-    out
-}
 
 #[async_trait]
 impl WebhookStore for SqlStore {
@@ -295,10 +282,9 @@ impl WebhookStore for SqlStore {
             }
         }
         for chunk in dropped.chunks(ID_CHUNK) {
-            let sql = format!(
-                "DELETE FROM event_outbox WHERE dispatched_ms IS NULL AND id IN ({})",
-                placeholders(1, chunk.len())
-            );
+            let mut sql = String::from("DELETE FROM event_outbox WHERE dispatched_ms IS NULL AND id IN (");
+            push_params(&mut sql, self.backend(), 1, chunk.len());
+            sql.push(')');
             let mut q = sqlx::query(&sql);
             for id in chunk {
                 q = q.bind(*id);
@@ -306,10 +292,11 @@ impl WebhookStore for SqlStore {
             q.execute(&mut *tx).await.map_err(db_err)?;
         }
         for chunk in fanned.chunks(ID_CHUNK) {
-            let sql = format!(
-                "UPDATE event_outbox SET dispatched_ms = $1 WHERE dispatched_ms IS NULL AND id IN ({})",
-                placeholders(2, chunk.len())
-            );
+            let mut sql = String::from("UPDATE event_outbox SET dispatched_ms = ");
+            push_params(&mut sql, self.backend(), 1, 1);
+            sql.push_str(" WHERE dispatched_ms IS NULL AND id IN (");
+            push_params(&mut sql, self.backend(), 2, chunk.len());
+            sql.push(')');
             let mut q = sqlx::query(&sql).bind(now_ms);
             for id in chunk {
                 q = q.bind(*id);
