@@ -51,6 +51,15 @@ impl SqlStore {
         crate::turn_log::write_group(&self.pool, self.backend, writes).await
     }
 
+    /// [`Self::write_turns`]' first try alone: the whole group in one transaction, or the error that
+    /// would make it write the group one by one (for tests and diagnostics).
+    pub async fn write_turn_group(
+        &self,
+        writes: &[TurnWrite],
+    ) -> StoreResult<Vec<StoreResult<Option<String>>>> {
+        crate::turn_log::try_group(&self.pool, self.backend, writes).await
+    }
+
     /// The underlying pool, for operational tooling and tests. Application code goes through [`Store`].
     pub fn pool(&self) -> &AnyPool {
         &self.pool

@@ -4,8 +4,8 @@
 //!
 //! Written alone, a turn costs two transactions and fourteen statements. Writes that arrive while another
 //! group is being written wait in a queue, and the next group goes in one transaction with one multi-row
-//! `INSERT` per table; per turn, what is left is one `UPDATE` of an existing conversation (its sequence
-//! numbers, and the history hash on commit). Nothing waits for a timer: a write that arrives alone is
+//! statement per table (the existing conversations' sequence numbers and history hashes included: one
+//! `UPDATE … FROM (VALUES …)` for up to 32 of them). Nothing waits for a timer: a write that arrives alone is
 //! written at once, as a group of one.
 //!
 //! Every caller learns its own outcome and returns only after the commit. A write whose conversation is
@@ -14,6 +14,7 @@
 //! store a row twice.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use moltbot_core::webhooks::{CONVERSATION_CREATED, OutboxEvent};
@@ -215,6 +216,70 @@ async fn begin(pool: &AnyPool, backend: Backend) -> StoreResult<Transaction<'sta
     .map_err(db_err)
 }
 
+/// What a group's writes reserve in one existing conversation.
+#[derive(Default)]
+struct Reservation<'a> {
+    /// The writes on it, in group order, with the sequence numbers each takes.
+    writes: Vec<(usize, i64)>,
+    /// Sequence numbers taken in all.
+    count: i64,
+    /// The history hash it ends with, if a commit moves it.
+    tip: Option<&'a str>,
+}
+
+/// One statement for the sequence numbers (and history hashes) of up to 32 existing conversations;
+/// the writes on a conversation that is gone keep `conv_ids[i] == None`. PostgreSQL first locks the
+/// rows in id order, so that two replicas' groups sharing conversations cannot deadlock (SQLite's
+/// `BEGIN IMMEDIATE` already holds the only write lock).
+async fn reserve(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    group: &[(&str, Reservation<'_>)],
+    conv_ids: &mut [Option<String>],
+    last_seq: &mut [i64],
+) -> StoreResult<()> {
+    if backend == Backend::Postgres {
+        let mut sql = String::from("SELECT id FROM conversations WHERE id IN (");
+        push_params(&mut sql, backend, 1, group.len());
+        sql.push_str(") ORDER BY id FOR UPDATE");
+        let mut q = sqlx::query(&sql);
+        for (id, _) in group {
+            q = q.bind(*id);
+        }
+        q.execute(&mut **tx).await.map_err(db_err)?;
+    }
+    // VALUES columns are `column1`, `column2`, … in both SQLite and PostgreSQL.
+    let mut sql = String::from(
+        "UPDATE conversations SET next_seq = next_seq + v.column2, \
+         tip_hash = COALESCE(v.column3, tip_hash) FROM (VALUES ",
+    );
+    push_rows(&mut sql, backend, group.len(), 3, "");
+    sql.push_str(") AS v WHERE conversations.id = v.column1 RETURNING id, next_seq");
+    let mut q = sqlx::query_as::<_, (String, i64)>(&sql);
+    for (id, r) in group {
+        q = q.bind(*id).bind(r.count).bind(r.tip);
+    }
+    let reserved: HashMap<String, i64> = q
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .collect();
+    for (id, r) in group {
+        let Some(&end) = reserved.get(*id) else {
+            continue;
+        };
+        // The last write ends at `end`; each one before ends where the next one's numbers start.
+        let mut next_end = end;
+        for &(i, count) in r.writes.iter().rev() {
+            conv_ids[i] = Some((*id).to_owned());
+            last_seq[i] = next_end;
+            next_end -= count;
+        }
+    }
+    Ok(())
+}
+
 /// A message row of the group.
 struct Row<'a> {
     message: &'a NewMessage,
@@ -224,49 +289,39 @@ struct Row<'a> {
 }
 
 /// The whole group in one transaction. `Err` when it must be retried one by one.
-async fn try_group(pool: &AnyPool, backend: Backend, writes: &[TurnWrite]) -> StoreResult<Vec<Outcome>> {
+pub(crate) async fn try_group(
+    pool: &AnyPool,
+    backend: Backend,
+    writes: &[TurnWrite],
+) -> StoreResult<Vec<Outcome>> {
     let _timer = QueryTimer::start("turn_group");
     let mut tx = begin(pool, backend).await?;
 
-    // New conversations get their ids here; existing ones reserve sequence numbers, in id order so
-    // that two groups (two replicas) lock shared rows in the same order.
+    // New conversations get their ids here; existing ones reserve sequence numbers.
     let mut conv_ids: Vec<Option<String>> = vec![None; writes.len()];
     let mut last_seq: Vec<i64> = vec![0; writes.len()];
-    let mut existing: Vec<(usize, &str)> = Vec::new();
+    let mut existing: BTreeMap<&str, Reservation<'_>> = BTreeMap::new();
     for (i, w) in writes.iter().enumerate() {
-        match w {
+        let (id, count, tip) = match w {
             TurnWrite::Open(t) => match &t.conversation_id {
-                Some(id) => existing.push((i, id)),
+                Some(id) => (id, t.messages.len() as i64, None),
                 None => {
                     conv_ids[i] = Some(ids::conversation_id());
                     last_seq[i] = t.messages.len() as i64;
+                    continue;
                 }
             },
-            TurnWrite::Commit(t) => existing.push((i, &t.conversation_id)),
-        }
+            TurnWrite::Commit(t) => (&t.conversation_id, 1, t.tip.as_deref()),
+        };
+        let r = existing.entry(id.as_str()).or_default();
+        r.writes.push((i, count));
+        r.count += count;
+        // The last commit's hash wins, as if the writes had run one after the other.
+        r.tip = tip.or(r.tip);
     }
-    existing.sort_by(|a, b| a.1.cmp(b.1));
-    for (i, id) in existing {
-        let reserved: Option<(i64,)> = match &writes[i] {
-            TurnWrite::Open(t) => sqlx::query_as(
-                "UPDATE conversations SET next_seq = next_seq + $1 WHERE id = $2 RETURNING next_seq",
-            )
-            .bind(t.messages.len() as i64)
-            .bind(id),
-            TurnWrite::Commit(t) => sqlx::query_as(
-                "UPDATE conversations SET next_seq = next_seq + 1, tip_hash = COALESCE($1, tip_hash) \
-                 WHERE id = $2 RETURNING next_seq",
-            )
-            .bind(t.tip.as_deref())
-            .bind(id),
-        }
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_err)?;
-        if let Some((end,)) = reserved {
-            conv_ids[i] = Some(id.to_owned());
-            last_seq[i] = end;
-        }
+    let existing: Vec<(&str, Reservation<'_>)> = existing.into_iter().collect();
+    for group in chunks(&existing) {
+        reserve(&mut tx, backend, group, &mut conv_ids, &mut last_seq).await?;
     }
 
     let mut created: Vec<(&TurnOpen, &str)> = Vec::new();

@@ -119,7 +119,8 @@ pub async fn grouped_turns_commit_together(db: TestDb) {
     writes.push(TurnWrite::Open(fresh.clone()));
     writes.push(TurnWrite::Open(more_b.clone()));
     writes.push(TurnWrite::Open(missing));
-    let results = db.sql.write_turns(&writes).await;
+    // One transaction: the group itself succeeds (no fallback to one write at a time).
+    let results = db.sql.write_turn_group(&writes).await.unwrap();
     assert!(
         matches!(results[0], Ok(None)) && matches!(results[2], Ok(None)) && matches!(results[3], Ok(None)),
         "{results:?}"
