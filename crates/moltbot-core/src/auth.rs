@@ -254,16 +254,23 @@ pub fn visible_prefix(secret: &str) -> String {
     secret.chars().take(SECRET_PREFIX.len() + VISIBLE_LEN).collect()
 }
 
+/// SHA-256 of the secret in lowercase hex, as stored. Runs on every authenticated request: encoded
+/// into a buffer (`hex::encode` collects the string one `char` at a time).
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    let mut hex = vec![0u8; 64];
+    hex::encode_to_slice(Sha256::digest(secret.as_bytes()), &mut hex)
+        .expect("64 bytes hold a 32-byte digest in hex");
+    String::from_utf8(hex).expect("hex digits are ASCII")
 }
 
 /// Constant-time comparison of a presented secret against a stored hash.
 pub fn verify_secret(secret: &str, stored_hash: &str) -> bool {
-    hash_secret(secret)
-        .as_bytes()
-        .ct_eq(stored_hash.as_bytes())
-        .into()
+    hashes_match(&hash_secret(secret), stored_hash)
+}
+
+/// Constant-time comparison of two secret hashes (a presented secret's, already hashed, and a stored one).
+pub fn hashes_match(hash: &str, stored_hash: &str) -> bool {
+    hash.as_bytes().ct_eq(stored_hash.as_bytes()).into()
 }
 
 /// Big-endian base62 of `bytes` (leading zero bytes are not preserved; the length varies by a char).
@@ -317,6 +324,12 @@ mod tests {
         let h = hash_secret(&a);
         assert!(verify_secret(&a, &h));
         assert!(!verify_secret(&b, &h));
+        assert!(hashes_match(&h, &h) && !hashes_match(&hash_secret(&b), &h));
+        // The stored format (lowercase hex SHA-256) must never change: keys in existing databases.
+        assert_eq!(
+            hash_secret("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert!(!looks_like_secret("mb_short"));
         assert!(!looks_like_secret(
             "sk-something-else-entirely-0123456789012345678901"

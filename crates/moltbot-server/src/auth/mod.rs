@@ -22,7 +22,7 @@ use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use moltbot_config::Config;
-use moltbot_core::auth::{hash_secret, looks_like_secret, verify_secret};
+use moltbot_core::auth::{hash_secret, hashes_match, looks_like_secret};
 use moltbot_core::ratelimit::{InMemoryLimiter, RateLimiter};
 use moltbot_core::{ApiKey, Clock, Credential, KeyLimits, Principal, Scope, Store, StoreError};
 
@@ -302,7 +302,7 @@ impl Auth {
             })
             .await
             .map_err(AuthError::Store)?
-            .filter(|k| verify_secret(secret, &k.secret_hash))
+            .filter(|k| hashes_match(&hash, &k.secret_hash))
             .ok_or(AuthError::InvalidKey("unknown_key"))?;
         if !key.is_active(self.clock.now_secs()) {
             return Err(AuthError::InvalidKey("inactive_key"));
