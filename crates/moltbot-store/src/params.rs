@@ -32,9 +32,41 @@ pub(crate) fn push_rows(sql: &mut String, backend: Backend, rows: usize, cols: u
     }
 }
 
+/// `items` cut into runs of the given `sizes` (descending, ending with 1), largest first: statements
+/// built for a run then come in a few shapes, which each connection's statement cache keeps prepared
+/// (a new row count is a new statement for SQLite to parse and plan).
+pub(crate) fn chunks<'a, T>(items: &'a [T], sizes: &'static [usize]) -> impl Iterator<Item = &'a [T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let n = *sizes.iter().find(|&&n| n <= rest.len())?;
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Some(head)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_come_in_few_sizes() {
+        let items: Vec<u32> = (0..45).collect();
+        let sizes: Vec<usize> = chunks(&items, &[32, 16, 8, 4, 2, 1]).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [32, 8, 4, 1]);
+        assert_eq!(
+            chunks(&items, &[32, 16, 8, 4, 2, 1])
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>(),
+            items
+        );
+        assert_eq!(chunks::<u32>(&[], &[4, 1]).count(), 0);
+        let sizes: Vec<usize> = chunks(&vec![0u8; 600], &[256, 64, 16, 4, 1])
+            .map(<[u8]>::len)
+            .collect();
+        assert_eq!(sizes, [256, 256, 64, 16, 4, 4]);
+    }
 
     #[test]
     fn placeholders_per_backend() {

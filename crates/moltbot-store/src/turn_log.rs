@@ -458,25 +458,5 @@ pub(crate) async fn try_group(
 
 /// `items` cut into runs of the sizes in [`CHUNKS`], largest first.
 fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = items;
-    std::iter::from_fn(move || {
-        let n = *CHUNKS.iter().find(|&&n| n <= rest.len())?;
-        let (head, tail) = rest.split_at(n);
-        rest = tail;
-        Some(head)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_are_cut_into_few_sizes() {
-        let items: Vec<u32> = (0..45).collect();
-        let sizes: Vec<usize> = chunks(&items).map(<[u32]>::len).collect();
-        assert_eq!(sizes, [32, 8, 4, 1]);
-        assert_eq!(chunks(&items).flatten().copied().collect::<Vec<_>>(), items);
-        assert_eq!(chunks::<u32>(&[]).count(), 0);
-    }
+    crate::params::chunks(items, &CHUNKS)
 }

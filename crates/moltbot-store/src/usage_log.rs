@@ -25,8 +25,10 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const FLUSH_ROWS: usize = 512;
 /// Rows kept while the database is unreachable.
 pub const MAX_PENDING: usize = 100_000;
-/// Rows per `INSERT` statement (11 parameters each: well under SQLite's and PostgreSQL's limits).
-const ROWS_PER_STATEMENT: usize = 256;
+/// Rows per `INSERT` statement (11 parameters each: well under SQLite's and PostgreSQL's limits), largest
+/// first: a batch of any size is written with statements of these few shapes, which stay prepared (a
+/// statement per batch size made SQLite parse a new one at every flush and churned the statement cache).
+const ROWS_PER_STATEMENT: [usize; 5] = [256, 64, 16, 4, 1];
 
 #[derive(Debug)]
 pub(crate) struct UsageLog {
@@ -72,7 +74,7 @@ impl UsageLog {
             return Ok(());
         }
         let mut written = 0;
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
+        for chunk in crate::params::chunks(&batch, &ROWS_PER_STATEMENT) {
             if let Err(e) = insert(pool, self.backend, chunk).await {
                 self.requeue(&batch[written..]);
                 return Err(e);
