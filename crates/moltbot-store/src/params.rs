@@ -36,6 +36,8 @@ pub(crate) fn push_rows(sql: &mut String, backend: Backend, rows: usize, cols: u
 /// built for a run then come in a few shapes, which each connection's statement cache keeps prepared
 /// (a new row count is a new statement for SQLite to parse and plan).
 pub(crate) fn chunks<'a, T>(items: &'a [T], sizes: &'static [usize]) -> impl Iterator<Item = &'a [T]> {
+    // Without a last size of 1, a remainder smaller than every size would be left out silently.
+    debug_assert_eq!(sizes.last(), Some(&1), "chunk sizes must end with 1");
     let mut rest = items;
     std::iter::from_fn(move || {
         let n = *sizes.iter().find(|&&n| n <= rest.len())?;
