@@ -245,7 +245,8 @@ pub struct TurnCommit {
     pub reply: NewMessage,
     /// The user's messages of this turn (pending until now), set to `completed`.
     pub completed: Vec<String>,
-    pub event: crate::webhooks::OutboxEvent,
+    /// `None` when no subscription wants `message.created` ([`crate::webhooks::EventGate`]).
+    pub event: Option<crate::webhooks::OutboxEvent>,
     pub tip: Option<String>,
     pub usage: UsageRecord,
 }
@@ -259,7 +260,9 @@ impl TurnCommit {
         for id in &self.completed {
             tx.set_message_status(id, MessageStatus::Completed).await?;
         }
-        tx.enqueue_event(&self.event).await?;
+        if let Some(event) = &self.event {
+            tx.enqueue_event(event).await?;
+        }
         if let Some(tip) = &self.tip {
             tx.set_conversation_tip(&self.conversation_id, tip).await?;
         }

@@ -7,6 +7,8 @@
 //! due deliveries, POST them, and record every attempt. The event id is stable across retries and
 //! manual redeliveries: receivers dedupe on it (at-least-once delivery).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
@@ -95,6 +97,78 @@ pub struct WebhookSubscription {
 impl WebhookSubscription {
     pub fn wants(&self, event_type: &str) -> bool {
         self.enabled && self.events.iter().any(|e| e == event_type)
+    }
+}
+
+/// Which event types some enabled subscription wants, as this replica knows it: an event nobody wants is
+/// not written to the outbox at all (the dispatcher would only delete it again — two rows written and
+/// deleted per stored turn).
+///
+/// Starts with every type wanted (as if unknown: nothing is skipped before the first
+/// [`WebhookStore::refresh_event_gate`]). A subscription created or changed on this replica opens its
+/// types at once ([`open_for`](Self::open_for)); other replicas learn it at their dispatcher's next
+/// refresh (every 250 ms), so events committed there within that window are not sent to the new
+/// subscription. Types a deleted or disabled subscription wanted close at the next refresh. Types
+/// outside [`EVENT_TYPES`] are always written.
+#[derive(Debug)]
+pub struct EventGate {
+    /// Low 8 bits: one per [`EVENT_TYPES`] entry; above: a count of `open_for` calls, so that a
+    /// refresh that read the subscriptions before one of them does not close what it opened.
+    state: AtomicU64,
+}
+
+const TYPE_BITS: u64 = 0xFF;
+
+impl Default for EventGate {
+    fn default() -> Self {
+        Self {
+            state: AtomicU64::new(TYPE_BITS),
+        }
+    }
+}
+
+impl EventGate {
+    fn bit(event_type: &str) -> Option<u64> {
+        EVENT_TYPES.iter().position(|t| *t == event_type).map(|i| 1 << i)
+    }
+
+    fn bits<'a>(subs: impl IntoIterator<Item = &'a WebhookSubscription>) -> u64 {
+        subs.into_iter()
+            .filter(|s| s.enabled)
+            .flat_map(|s| s.events.iter())
+            .filter_map(|t| Self::bit(t))
+            .fold(0, |acc, b| acc | b)
+    }
+
+    /// Whether events of this type must be written (some enabled subscription may want them).
+    pub fn wants(&self, event_type: &str) -> bool {
+        Self::bit(event_type).is_none_or(|b| self.state.load(Ordering::Acquire) & b != 0)
+    }
+
+    /// A subscription was stored or changed here: its types are wanted from now on.
+    pub fn open_for(&self, sub: &WebhookSubscription) {
+        let bits = Self::bits([sub]);
+        let _ = self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            Some((s | bits).wrapping_add(TYPE_BITS + 1))
+        });
+    }
+
+    /// Before reading the subscriptions for a refresh: the token for [`refreshed`](Self::refreshed).
+    pub fn refresh_token(&self) -> u64 {
+        self.state.load(Ordering::Acquire) & !TYPE_BITS
+    }
+
+    /// `subs`: every subscription, read after [`refresh_token`](Self::refresh_token) returned `token`.
+    /// Types opened here meanwhile stay open until the next refresh.
+    pub fn refreshed(&self, token: u64, subs: &[WebhookSubscription]) {
+        let bits = Self::bits(subs);
+        let _ = self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+            Some(if s & !TYPE_BITS == token {
+                token | bits
+            } else {
+                s | bits
+            })
+        });
     }
 }
 
@@ -215,6 +289,17 @@ pub struct Dispatched {
 
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
+    /// Whether an event of this type must be written: `false` only when no enabled subscription wants
+    /// it, as far as this replica knows (see [`EventGate`]). Stores without a gate write every event.
+    fn wants_event(&self, _event_type: &str) -> bool {
+        true
+    }
+
+    /// Re-read which event types enabled subscriptions want (the dispatcher, every round).
+    async fn refresh_event_gate(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Store a new subscription. A duplicate id is a `Conflict`.
     async fn create_webhook_subscription(&self, sub: &WebhookSubscription) -> StoreResult<()>;
 
@@ -355,5 +440,59 @@ mod tests {
             }
             .wants(KEY_REVOKED)
         );
+    }
+
+    fn sub(events: &[&str], enabled: bool) -> WebhookSubscription {
+        WebhookSubscription {
+            id: "s".into(),
+            url: "http://x".into(),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            secret: String::new(),
+            description: String::new(),
+            enabled,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
+    #[test]
+    fn gate_writes_everything_until_refreshed_then_what_subscriptions_want() {
+        let gate = EventGate::default();
+        assert!(EVENT_TYPES.iter().all(|t| gate.wants(t)));
+        let t = gate.refresh_token();
+        gate.refreshed(t, &[sub(&[KEY_REVOKED], true), sub(&[MESSAGE_CREATED], false)]);
+        assert!(gate.wants(KEY_REVOKED));
+        assert!(
+            !gate.wants(MESSAGE_CREATED),
+            "a disabled subscription wants nothing"
+        );
+        assert!(!gate.wants(CONVERSATION_CREATED));
+        assert!(
+            gate.wants(WEBHOOK_TEST),
+            "types outside EVENT_TYPES are always written"
+        );
+        let t = gate.refresh_token();
+        gate.refreshed(t, &[]);
+        assert!(EVENT_TYPES.iter().all(|t| !gate.wants(t)));
+    }
+
+    #[test]
+    fn gate_keeps_a_subscription_opened_during_a_refresh() {
+        let gate = EventGate::default();
+        let t = gate.refresh_token();
+        gate.refreshed(t, &[]);
+        // A refresh reads the subscriptions; meanwhile one is created here.
+        let t = gate.refresh_token();
+        gate.open_for(&sub(&[MESSAGE_CREATED, MESSAGE_FAILED], true));
+        assert!(gate.wants(MESSAGE_CREATED) && gate.wants(MESSAGE_FAILED));
+        gate.refreshed(t, &[]);
+        assert!(gate.wants(MESSAGE_CREATED), "the stale refresh must not close it");
+        assert!(!gate.wants(KEY_REVOKED));
+        // The next refresh sees the subscription's row (or its deletion).
+        let t = gate.refresh_token();
+        gate.refreshed(t, &[]);
+        assert!(!gate.wants(MESSAGE_CREATED));
+        gate.open_for(&sub(&[KEY_REVOKED], false));
+        assert!(!gate.wants(KEY_REVOKED), "a disabled subscription opens nothing");
     }
 }

@@ -1,6 +1,7 @@
 //! [`SqlStore`]: the [`Store`] implementation over an `AnyPool` (SQLite or PostgreSQL).
 
 use async_trait::async_trait;
+use moltbot_core::webhooks::EventGate;
 use moltbot_core::{
     ApiKey, ApiKeyUpdate, Conversation, ConversationQuery, ConversationSummary, IdempotencyRecord, ItemQuery,
     Owner, SchemaStatus, Store, StoreError, StoreResult, StoreTx, StoredMessage, StoredResponse, TurnCommit,
@@ -24,6 +25,8 @@ pub struct SqlStore {
     backend: Backend,
     usage: std::sync::Arc<UsageLog>,
     turns: std::sync::Arc<TurnLog>,
+    /// Which webhook event types are written (`moltbot_core::webhooks::EventGate`).
+    pub(crate) gate: std::sync::Arc<EventGate>,
 }
 
 impl SqlStore {
@@ -31,12 +34,14 @@ impl SqlStore {
     pub async fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Self> {
         let (pool, backend) = connect::connect(url, opts).await?;
         let usage = UsageLog::start(&pool, backend);
-        let turns = TurnLog::new(backend);
+        let gate = std::sync::Arc::new(EventGate::default());
+        let turns = TurnLog::new(backend, gate.clone());
         Ok(Self {
             pool,
             backend,
             usage,
             turns,
+            gate,
         })
     }
 
@@ -48,7 +53,7 @@ impl SqlStore {
     /// are: one transaction, each write's own outcome in order (the conversation id of an opened turn;
     /// a write whose conversation is gone fails alone).
     pub async fn write_turns(&self, writes: &[TurnWrite]) -> Vec<StoreResult<Option<String>>> {
-        crate::turn_log::write_group(&self.pool, self.backend, writes).await
+        crate::turn_log::write_group(&self.pool, self.backend, &self.gate, writes).await
     }
 
     /// [`Self::write_turns`]' first try alone: the whole group in one transaction, or the error that
@@ -57,7 +62,7 @@ impl SqlStore {
         &self,
         writes: &[TurnWrite],
     ) -> StoreResult<Vec<StoreResult<Option<String>>>> {
-        crate::turn_log::try_group(&self.pool, self.backend, writes).await
+        crate::turn_log::try_group(&self.pool, self.backend, &self.gate, writes).await
     }
 
     /// The underlying pool, for operational tooling and tests. Application code goes through [`Store`].
@@ -131,7 +136,7 @@ impl Store for SqlStore {
 
     async fn begin(&self) -> StoreResult<Box<dyn StoreTx>> {
         let _timer = QueryTimer::start("begin");
-        Ok(Box::new(SqlTx::new(self.begin_write().await?)))
+        Ok(Box::new(SqlTx::new(self.begin_write().await?, self.gate.clone())))
     }
 
     async fn get_conversation(&self, owner: &Owner, id: &str) -> StoreResult<Option<Conversation>> {

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use moltbot_core::webhooks::{CONVERSATION_CREATED, OutboxEvent};
+use moltbot_core::webhooks::{CONVERSATION_CREATED, EventGate, OutboxEvent};
 use moltbot_core::{MessageStatus, NewMessage, StoreError, StoreResult, StoreTx, TurnCommit, TurnOpen, ids};
 use serde_json::json;
 use sqlx::{Any, AnyPool, Transaction};
@@ -63,13 +63,15 @@ struct Queue {
 #[derive(Debug)]
 pub(crate) struct TurnLog {
     backend: Backend,
+    gate: Arc<EventGate>,
     queue: Mutex<Queue>,
 }
 
 impl TurnLog {
-    pub(crate) fn new(backend: Backend) -> Arc<Self> {
+    pub(crate) fn new(backend: Backend, gate: Arc<EventGate>) -> Arc<Self> {
         Arc::new(Self {
             backend,
+            gate,
             queue: Mutex::default(),
         })
     }
@@ -77,7 +79,7 @@ impl TurnLog {
     pub(crate) async fn open(self: &Arc<Self>, pool: &AnyPool, turn: TurnOpen) -> StoreResult<String> {
         let (tx, rx) = oneshot::channel();
         if let Err(Job::Open(turn, _)) = self.submit(pool, Job::Open(turn, tx)) {
-            return write_one(pool, self.backend, &TurnWrite::Open(turn))
+            return write_one(pool, self.backend, &self.gate, &TurnWrite::Open(turn))
                 .await
                 .map(Option::unwrap_or_default);
         }
@@ -87,7 +89,7 @@ impl TurnLog {
     pub(crate) async fn commit(self: &Arc<Self>, pool: &AnyPool, turn: TurnCommit) -> StoreResult<()> {
         let (tx, rx) = oneshot::channel();
         if let Err(Job::Commit(turn, _)) = self.submit(pool, Job::Commit(Box::new(turn), tx)) {
-            return write_one(pool, self.backend, &TurnWrite::Commit(turn))
+            return write_one(pool, self.backend, &self.gate, &TurnWrite::Commit(turn))
                 .await
                 .map(drop);
         }
@@ -142,7 +144,7 @@ async fn drain(log: Arc<TurnLog>, pool: AnyPool) {
                 }
             }
         }
-        let results = write_group(&pool, log.backend, &writes).await;
+        let results = write_group(&pool, log.backend, &log.gate, &writes).await;
         // Writes queued while the database could not be reached would wait for the pool's timeout
         // a second time: they fail now, with the same error.
         let unavailable = results.iter().find_map(|r| match r {
@@ -172,8 +174,13 @@ async fn drain(log: Arc<TurnLog>, pool: AnyPool) {
     }
 }
 
-pub(crate) async fn write_group(pool: &AnyPool, backend: Backend, writes: &[TurnWrite]) -> Vec<Outcome> {
-    match try_group(pool, backend, writes).await {
+pub(crate) async fn write_group(
+    pool: &AnyPool,
+    backend: Backend,
+    gate: &Arc<EventGate>,
+    writes: &[TurnWrite],
+) -> Vec<Outcome> {
+    match try_group(pool, backend, gate, writes).await {
         Ok(results) => results,
         // An unreachable database fails the whole group at once: trying each write again would make
         // every caller wait for the pool's timeout twice.
@@ -187,7 +194,7 @@ pub(crate) async fn write_group(pool: &AnyPool, backend: Backend, writes: &[Turn
             }
             let mut results = Vec::with_capacity(writes.len());
             for write in writes {
-                results.push(write_one(pool, backend, write).await);
+                results.push(write_one(pool, backend, gate, write).await);
             }
             results
         }
@@ -195,8 +202,8 @@ pub(crate) async fn write_group(pool: &AnyPool, backend: Backend, writes: &[Turn
 }
 
 /// One write in its own transaction, statement by statement (the reference path).
-async fn write_one(pool: &AnyPool, backend: Backend, write: &TurnWrite) -> Outcome {
-    let mut tx = SqlTx::new(begin(pool, backend).await?);
+async fn write_one(pool: &AnyPool, backend: Backend, gate: &Arc<EventGate>, write: &TurnWrite) -> Outcome {
+    let mut tx = SqlTx::new(begin(pool, backend).await?, gate.clone());
     let id = match write {
         TurnWrite::Open(turn) => Some(turn.write(&mut tx).await?),
         TurnWrite::Commit(turn) => {
@@ -292,6 +299,7 @@ struct Row<'a> {
 pub(crate) async fn try_group(
     pool: &AnyPool,
     backend: Backend,
+    gate: &EventGate,
     writes: &[TurnWrite],
 ) -> StoreResult<Vec<Outcome>> {
     let _timer = QueryTimer::start("turn_group");
@@ -337,6 +345,8 @@ pub(crate) async fn try_group(
             TurnWrite::Open(t) => {
                 if t.conversation_id.is_none() {
                     created.push((t, conv));
+                }
+                if t.conversation_id.is_none() && gate.wants(CONVERSATION_CREATED) {
                     events.push(Cow::Owned(OutboxEvent::new(
                         CONVERSATION_CREATED,
                         json!({"id": conv, "owner": t.owner, "created_at": t.now, "metadata": {}}),
@@ -361,7 +371,12 @@ pub(crate) async fn try_group(
                     now: t.usage.created_at,
                 });
                 completed.extend(t.completed.iter().map(String::as_str));
-                events.push(Cow::Borrowed(&t.event));
+                events.extend(
+                    t.event
+                        .as_ref()
+                        .filter(|e| gate.wants(&e.event_type))
+                        .map(Cow::Borrowed),
+                );
                 usage.push(&t.usage);
             }
         }

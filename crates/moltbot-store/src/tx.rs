@@ -1,7 +1,9 @@
 //! [`SqlTx`]: a write transaction. Dropped without `commit`, sqlx rolls it back.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
-use moltbot_core::webhooks::{self, OutboxEvent};
+use moltbot_core::webhooks::{self, EventGate, OutboxEvent};
 use moltbot_core::{
     Conversation, MessageStatus, NewMessage, Owner, StoreError, StoreResult, StoreTx, StoredMessage,
     UsageRecord, ids,
@@ -62,11 +64,13 @@ pub(crate) fn bind_message<'q>(
 
 pub(crate) struct SqlTx {
     tx: Transaction<'static, Any>,
+    /// Events no subscription wants are not written.
+    gate: Arc<EventGate>,
 }
 
 impl SqlTx {
-    pub(crate) fn new(tx: Transaction<'static, Any>) -> Self {
-        Self { tx }
+    pub(crate) fn new(tx: Transaction<'static, Any>, gate: Arc<EventGate>) -> Self {
+        Self { tx, gate }
     }
 }
 
@@ -207,6 +211,9 @@ impl StoreTx for SqlTx {
     }
 
     async fn enqueue_event(&mut self, event: &OutboxEvent) -> StoreResult<()> {
+        if !self.gate.wants(&event.event_type) {
+            return Ok(());
+        }
         let _timer = QueryTimer::start("tx.enqueue_event");
         let payload = serde_json::to_string(&event.payload)
             .map_err(|e| StoreError::Database(format!("cannot encode event payload: {e}")))?;

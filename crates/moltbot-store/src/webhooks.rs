@@ -139,8 +139,21 @@ const ID_CHUNK: usize = 100;
 
 #[async_trait]
 impl WebhookStore for SqlStore {
+    fn wants_event(&self, event_type: &str) -> bool {
+        self.gate.wants(event_type)
+    }
+
+    async fn refresh_event_gate(&self) -> StoreResult<()> {
+        let token = self.gate.refresh_token();
+        let subs = self.list_webhook_subscriptions().await?;
+        self.gate.refreshed(token, &subs);
+        Ok(())
+    }
+
     async fn create_webhook_subscription(&self, sub: &WebhookSubscription) -> StoreResult<()> {
         let _timer = QueryTimer::start("create_webhook_subscription");
+        // Open before the row exists, so that this replica writes the events from the moment it does.
+        self.gate.open_for(sub);
         let sql = format!(
             "INSERT INTO webhook_subscriptions ({SUB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         );
@@ -200,7 +213,11 @@ impl WebhookStore for SqlStore {
             .fetch_optional(self.pool())
             .await
             .map_err(db_err)?;
-        row.as_ref().map(subscription).transpose()
+        let updated = row.as_ref().map(subscription).transpose()?;
+        if let Some(sub) = &updated {
+            self.gate.open_for(sub);
+        }
+        Ok(updated)
     }
 
     async fn delete_webhook_subscription(&self, id: &str) -> StoreResult<bool> {

@@ -229,8 +229,9 @@ async fn write_turn(
     if let Some(calls) = &outcome.tool_calls {
         reply.raw = Some(json!({"role": "assistant", "content": reply.content, "tool_calls": calls}));
     }
-    // The webhook event commits with the reply (see `crate::webhooks`).
-    let data = json!({
+    // The webhook event commits with the reply (see `crate::webhooks`), unless nobody wants it.
+    let event = init.store.wants_event(MESSAGE_CREATED).then(|| {
+        let data = json!({
         "conversation_id": conv,
         "id": reply.id,
         "role": reply.role.as_str(),
@@ -243,8 +244,9 @@ async fn write_turn(
         "usage": usage,
         "request_id": init.request_id,
         "created_at": now,
+        });
+        OutboxEvent::new(MESSAGE_CREATED, data, init.clock.now_millis())
     });
-    let event = OutboxEvent::new(MESSAGE_CREATED, data, init.clock.now_millis());
     let tip = init
         .tip
         .as_ref()

@@ -38,6 +38,15 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 pub(super) async fn dispatcher(state: AppState, stop: CancellationToken) {
     let retry_for = millis(state.config.webhooks.retry_for);
     while !stop.is_cancelled() {
+        // Which event types are written at all: subscriptions made on other replicas open theirs here
+        // (at most one round late), deleted ones close.
+        if let Err(e) = state.store.refresh_event_gate().await {
+            tracing::warn!(error = %e, "webhook dispatcher cannot reach the database");
+            if !pause(&stop, Duration::from_secs(1)).await {
+                break;
+            }
+            continue;
+        }
         let now = state.clock.now_millis();
         match state
             .store

@@ -17,6 +17,7 @@ pub struct TestDb {
     /// `sqlite::memory:` has one connection: a case must not read through the store while holding a
     /// transaction there.
     pub single_connection: bool,
+    url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -29,12 +30,25 @@ impl TestDb {
             store: Arc::new(sql.clone()),
             sql,
             single_connection,
+            url: url.to_owned(),
             _dir: dir,
         }
     }
 
     pub fn backend(&self) -> Backend {
         self.sql.backend()
+    }
+
+    /// A second store on the same database, as another replica would open it; `None` for
+    /// `sqlite::memory:` (one connection, one store).
+    pub async fn replica(&self) -> Option<Arc<dyn Store>> {
+        if self.single_connection {
+            return None;
+        }
+        let sql = SqlStore::connect(&self.url, &StoreOptions::default())
+            .await
+            .expect("open a second store");
+        Some(Arc::new(sql))
     }
 
     /// Migrate, then hand out the store.

@@ -72,6 +72,7 @@ conformance!(
     compaction::concurrent_compactions_have_one_winner,
     turns::grouped_turns_commit_together,
     turns::concurrent_turns_are_all_stored,
+    turns::unwanted_events_are_not_written,
     records::usage_insert_and_list,
     records::usage_write_behind,
     records::idempotency_lifecycle,

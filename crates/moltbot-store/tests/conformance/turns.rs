@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use moltbot_api::Usage;
-use moltbot_core::webhooks::{MESSAGE_CREATED, OutboxEvent};
+use moltbot_core::webhooks::{
+    CONVERSATION_CREATED, KEY_REVOKED, MESSAGE_CREATED, OutboxEvent, WebhookSubscription,
+};
 use moltbot_core::{
     ItemQuery, MessageStatus, Role, Store, StoreError, StoredMessage, TurnCommit, TurnMeta, TurnOpen,
     UsageRecord, ids,
@@ -13,7 +15,7 @@ use serde_json::json;
 
 use moltbot_store::TurnWrite;
 
-use crate::harness::{TestDb, append, create_conversation, msg};
+use crate::harness::{TestDb, append, create_conversation, msg, user};
 
 const NOW: i64 = 1_700_000_200;
 
@@ -37,7 +39,11 @@ fn turn(conv: &str, completed: Vec<String>, text: &str, tip: Option<&str>) -> Tu
     };
     TurnCommit {
         conversation_id: conv.into(),
-        event: OutboxEvent::new(MESSAGE_CREATED, json!({"id": reply.id, "text": text}), NOW * 1000),
+        event: Some(OutboxEvent::new(
+            MESSAGE_CREATED,
+            json!({"id": reply.id, "text": text}),
+            NOW * 1000,
+        )),
         reply,
         completed,
         tip: tip.map(str::to_owned),
@@ -273,4 +279,114 @@ pub async fn concurrent_turns_are_all_stored(db: TestDb) {
         count(&db, "messages WHERE content LIKE 'hello %' AND seq = 1").await,
         30
     );
+}
+
+fn subscription(id: &str, events: &[&str]) -> WebhookSubscription {
+    WebhookSubscription {
+        id: id.into(),
+        url: format!("https://example.com/{id}"),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        description: String::new(),
+        enabled: true,
+        created_ms: 1,
+        updated_ms: 1,
+    }
+}
+
+/// Events that no enabled subscription wants are not written (the dispatcher would only delete them),
+/// on the grouped path and through a transaction alike; a subscription made here opens its types at
+/// once, another replica's at its next refresh; a deleted one closes them at the next refresh.
+pub async fn unwanted_events_are_not_written(db: TestDb) {
+    let store = db.migrated().await;
+    let outbox = |t: &'static str| {
+        let db = &db;
+        async move {
+            db.count(&format!(
+                "SELECT COUNT(*) FROM event_outbox WHERE event_type = '{t}'"
+            ))
+            .await
+        }
+    };
+    let open = |now: i64| TurnOpen {
+        owner: "alice".into(),
+        conversation_id: None,
+        messages: vec![user("hi")],
+        now,
+    };
+    // Until the first refresh nothing is known: every event is written.
+    assert!(store.wants_event(MESSAGE_CREATED));
+    let conv = store.open_turn(open(NOW)).await.unwrap();
+    store
+        .commit_turn(turn(&conv, vec![], "first", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (outbox(CONVERSATION_CREATED).await, outbox(MESSAGE_CREATED).await),
+        (1, 1)
+    );
+    db.exec("DELETE FROM event_outbox").await;
+
+    store.refresh_event_gate().await.unwrap();
+    assert!(!store.wants_event(CONVERSATION_CREATED) && !store.wants_event(MESSAGE_CREATED));
+    let conv = store.open_turn(open(NOW)).await.unwrap();
+    store
+        .commit_turn(turn(&conv, vec![], "second", None))
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.create_conversation("alice", serde_json::Map::new(), NOW)
+        .await
+        .unwrap();
+    tx.enqueue_event(&OutboxEvent::new(KEY_REVOKED, json!({"id": "k"}), NOW * 1000))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        count(&db, "event_outbox").await,
+        0,
+        "nobody subscribed: no event rows"
+    );
+    assert_eq!(
+        messages(&store, &conv).await.len(),
+        2,
+        "the turn itself is stored"
+    );
+
+    let replica = db.replica().await;
+    if let Some(r) = &replica {
+        r.refresh_event_gate().await.unwrap();
+        assert!(!r.wants_event(MESSAGE_CREATED));
+    }
+    store
+        .create_webhook_subscription(&subscription("whsub_m", &[MESSAGE_CREATED]))
+        .await
+        .unwrap();
+    assert!(
+        store.wants_event(MESSAGE_CREATED),
+        "open at once where it was made"
+    );
+    assert!(!store.wants_event(CONVERSATION_CREATED));
+    let conv = store.open_turn(open(NOW)).await.unwrap();
+    store
+        .commit_turn(turn(&conv, vec![], "third", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (outbox(CONVERSATION_CREATED).await, outbox(MESSAGE_CREATED).await),
+        (0, 1)
+    );
+    if let Some(r) = &replica {
+        assert!(
+            !r.wants_event(MESSAGE_CREATED),
+            "another replica learns it at its next refresh"
+        );
+        r.refresh_event_gate().await.unwrap();
+        assert!(r.wants_event(MESSAGE_CREATED) && !r.wants_event(CONVERSATION_CREATED));
+    }
+
+    assert!(store.delete_webhook_subscription("whsub_m").await.unwrap());
+    assert!(store.wants_event(MESSAGE_CREATED), "closed only by a refresh");
+    store.refresh_event_gate().await.unwrap();
+    assert!(!store.wants_event(MESSAGE_CREATED));
 }
