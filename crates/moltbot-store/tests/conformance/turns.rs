@@ -299,41 +299,38 @@ fn subscription(id: &str, events: &[&str]) -> WebhookSubscription {
 /// once, another replica's at its next refresh; a deleted one closes them at the next refresh.
 pub async fn unwanted_events_are_not_written(db: TestDb) {
     let store = db.migrated().await;
-    let outbox = |t: &'static str| {
-        let db = &db;
+    // A turn in a new conversation, as a recorded exchange writes it (grouped); its id.
+    let stored_turn = |text: &'static str| {
+        let store = store.clone();
         async move {
-            db.count(&format!(
-                "SELECT COUNT(*) FROM event_outbox WHERE event_type = '{t}'"
-            ))
-            .await
+            let open = TurnOpen {
+                owner: "alice".into(),
+                conversation_id: None,
+                messages: vec![user("hi")],
+                now: NOW,
+            };
+            let conv = store.open_turn(open).await.unwrap();
+            store.commit_turn(turn(&conv, vec![], text, None)).await.unwrap();
+            conv
         }
     };
-    let open = |now: i64| TurnOpen {
-        owner: "alice".into(),
-        conversation_id: None,
-        messages: vec![user("hi")],
-        now,
+    // Outbox rows: (conversation.created, message.created).
+    let events = || async {
+        let n = |t: &str| format!("SELECT COUNT(*) FROM event_outbox WHERE event_type = '{t}'");
+        (
+            db.count(&n(CONVERSATION_CREATED)).await,
+            db.count(&n(MESSAGE_CREATED)).await,
+        )
     };
     // Until the first refresh nothing is known: every event is written.
     assert!(store.wants_event(MESSAGE_CREATED));
-    let conv = store.open_turn(open(NOW)).await.unwrap();
-    store
-        .commit_turn(turn(&conv, vec![], "first", None))
-        .await
-        .unwrap();
-    assert_eq!(
-        (outbox(CONVERSATION_CREATED).await, outbox(MESSAGE_CREATED).await),
-        (1, 1)
-    );
+    stored_turn("first").await;
+    assert_eq!(events().await, (1, 1));
     db.exec("DELETE FROM event_outbox").await;
 
     store.refresh_event_gate().await.unwrap();
     assert!(!store.wants_event(CONVERSATION_CREATED) && !store.wants_event(MESSAGE_CREATED));
-    let conv = store.open_turn(open(NOW)).await.unwrap();
-    store
-        .commit_turn(turn(&conv, vec![], "second", None))
-        .await
-        .unwrap();
+    let conv = stored_turn("second").await;
     let mut tx = store.begin().await.unwrap();
     tx.create_conversation("alice", serde_json::Map::new(), NOW)
         .await
@@ -367,15 +364,8 @@ pub async fn unwanted_events_are_not_written(db: TestDb) {
         "open at once where it was made"
     );
     assert!(!store.wants_event(CONVERSATION_CREATED));
-    let conv = store.open_turn(open(NOW)).await.unwrap();
-    store
-        .commit_turn(turn(&conv, vec![], "third", None))
-        .await
-        .unwrap();
-    assert_eq!(
-        (outbox(CONVERSATION_CREATED).await, outbox(MESSAGE_CREATED).await),
-        (0, 1)
-    );
+    stored_turn("third").await;
+    assert_eq!(events().await, (0, 1));
     if let Some(r) = &replica {
         assert!(
             !r.wants_event(MESSAGE_CREATED),
