@@ -1,5 +1,8 @@
 //! The dispatcher (outbox → deliveries), the delivery workers (claim → POST → record) and the purge.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use moltbot_channels::standard_webhooks;
@@ -76,18 +79,16 @@ pub(super) async fn dispatcher(state: AppState, stop: CancellationToken) {
     }
 }
 
-pub(super) async fn worker(state: AppState, index: u32, stop: CancellationToken) {
+/// The HTTP client the delivery workers share (building one reads the whole system trust store).
+pub(super) fn shared_client(cfg: &WebhooksConfig) -> reqwest::Result<reqwest::Client> {
+    client(cfg, None)
+}
+
+pub(super) async fn worker(state: AppState, index: u32, client: reqwest::Client, stop: CancellationToken) {
     let worker = format!("{}#wh{index}", state.channels.instance);
     let cfg = state.config.webhooks.clone();
     // A claim outlives the slowest attempt; a worker that died leaves it to expire.
     let lock_ms = millis(cfg.timeout) + 30_000;
-    let client = match client(&cfg, None) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the webhook HTTP client; outbound webhooks are off");
-            return;
-        }
-    };
     while !stop.is_cancelled() {
         let now = state.clock.now_millis();
         match state
@@ -145,6 +146,27 @@ fn client(
     b.build()
 }
 
+/// Clients pinned to a checked address, kept per (host, address): building a client parses the whole
+/// system trust store (~140 certificates, milliseconds of CPU), too much for every delivery attempt. A
+/// new address (DNS moved) gets a new client; the map is emptied when it reaches `PINNED_MAX` entries.
+static PINNED: LazyLock<Mutex<HashMap<(String, SocketAddr), reqwest::Client>>> =
+    LazyLock::new(Mutex::default);
+const PINNED_MAX: usize = 64;
+
+fn pinned_client(cfg: &WebhooksConfig, host: String, addr: SocketAddr) -> reqwest::Result<reqwest::Client> {
+    let key = (host, addr);
+    if let Some(c) = PINNED.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    let c = client(cfg, Some((&key.0, key.1)))?;
+    let mut map = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= PINNED_MAX {
+        map.clear();
+    }
+    map.insert(key, c.clone());
+    Ok(c)
+}
+
 /// Exponential backoff with jitter: `first · 2^(attempts-1)`, at most an hour, ±20 %.
 pub(super) fn backoff(first: Duration, attempts: u32) -> Duration {
     let exp = first.saturating_mul(1u32 << attempts.saturating_sub(1).min(20));
@@ -179,7 +201,7 @@ async fn send(
     let client = match target::check(&url, cfg.allow_private_targets).await {
         Err(e) => return (None, Some(format!("refused: {e}"))),
         Ok(None) => shared,
-        Ok(Some((host, addr))) => match client(cfg, Some((&host, addr))) {
+        Ok(Some((host, addr))) => match pinned_client(cfg, host, addr) {
             Ok(c) => {
                 pinned = c;
                 &pinned

@@ -39,8 +39,20 @@ pub fn spawn(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> 
         tokio::spawn(deliver::dispatcher(state.clone(), stop.clone())),
         tokio::spawn(deliver::purge_loop(state.clone(), stop.clone())),
     ];
-    for i in 0..workers {
-        tasks.push(tokio::spawn(deliver::worker(state.clone(), i, stop.clone())));
+    match deliver::shared_client(&state.config.webhooks) {
+        Ok(client) => {
+            for i in 0..workers {
+                tasks.push(tokio::spawn(deliver::worker(
+                    state.clone(),
+                    i,
+                    client.clone(),
+                    stop.clone(),
+                )));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook HTTP client; outbound webhooks are off");
+        }
     }
     tasks
 }
