@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moltbot_channels::standard_webhooks;
@@ -41,21 +41,17 @@ async fn pause(stop: &CancellationToken, d: Duration) -> bool {
 pub(super) async fn dispatcher(state: AppState, stop: CancellationToken) {
     let retry_for = millis(state.config.webhooks.retry_for);
     while !stop.is_cancelled() {
-        // Which event types are written at all: subscriptions made on other replicas open theirs here
-        // (at most one round late), deleted ones close.
-        if let Err(e) = state.store.refresh_event_gate().await {
-            tracing::warn!(error = %e, "webhook dispatcher cannot reach the database");
-            if !pause(&stop, Duration::from_secs(1)).await {
-                break;
-            }
-            continue;
-        }
         let now = state.clock.now_millis();
-        match state
-            .store
-            .dispatch_webhook_events(now, retry_for, DISPATCH_BATCH)
-            .await
-        {
+        // First which event types are written at all: subscriptions made on other replicas open theirs
+        // here (at most one round late), deleted ones close.
+        let round = async {
+            state.store.refresh_event_gate().await?;
+            state
+                .store
+                .dispatch_webhook_events(now, retry_for, DISPATCH_BATCH)
+                .await
+        };
+        match round.await {
             Ok(done) => {
                 // Workers are woken only for new deliveries: with no subscription, events are
                 // just dropped and a wake-up would cost every worker a claim query.
@@ -79,12 +75,7 @@ pub(super) async fn dispatcher(state: AppState, stop: CancellationToken) {
     }
 }
 
-/// The HTTP client the delivery workers share (building one reads the whole system trust store).
-pub(super) fn shared_client(cfg: &WebhooksConfig) -> reqwest::Result<reqwest::Client> {
-    client(cfg, None)
-}
-
-pub(super) async fn worker(state: AppState, index: u32, client: reqwest::Client, stop: CancellationToken) {
+pub(super) async fn worker(state: AppState, index: u32, clients: Arc<Clients>, stop: CancellationToken) {
     let worker = format!("{}#wh{index}", state.channels.instance);
     let cfg = state.config.webhooks.clone();
     // A claim outlives the slowest attempt; a worker that died leaves it to expire.
@@ -96,7 +87,7 @@ pub(super) async fn worker(state: AppState, index: u32, client: reqwest::Client,
             .claim_webhook_delivery(&worker, now, now + lock_ms)
             .await
         {
-            Ok(Some(job)) => attempt(&state, &cfg, &client, &worker, job).await,
+            Ok(Some(job)) => attempt(&state, &cfg, &clients, &worker, job).await,
             Ok(None) => {
                 tokio::select! {
                     () = WAKE.notified() => {}
@@ -146,25 +137,44 @@ fn client(
     b.build()
 }
 
-/// Clients pinned to a checked address, kept per (host, address): building a client parses the whole
-/// system trust store (~140 certificates, milliseconds of CPU), too much for every delivery attempt. A
-/// new address (DNS moved) gets a new client; the map is emptied when it reaches `PINNED_MAX` entries.
-static PINNED: LazyLock<Mutex<HashMap<(String, SocketAddr), reqwest::Client>>> =
-    LazyLock::new(Mutex::default);
+/// Pinned clients kept at most; the map starts over when full.
 const PINNED_MAX: usize = 64;
 
-fn pinned_client(cfg: &WebhooksConfig, host: String, addr: SocketAddr) -> reqwest::Result<reqwest::Client> {
-    let key = (host, addr);
-    if let Some(c) = PINNED.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return Ok(c.clone());
+/// The delivery workers' HTTP clients. Building one reads and parses the whole system trust store
+/// (~140 certificates, milliseconds of CPU), too much per worker and per attempt: the workers share one,
+/// and a client pinned to a checked public address is kept per (host, address) — a new address (DNS
+/// moved) gets a new one.
+pub(super) struct Clients {
+    shared: reqwest::Client,
+    pinned: Mutex<HashMap<(String, SocketAddr), reqwest::Client>>,
+}
+
+impl Clients {
+    pub(super) fn new(cfg: &WebhooksConfig) -> reqwest::Result<Self> {
+        Ok(Self {
+            shared: client(cfg, None)?,
+            pinned: Mutex::default(),
+        })
     }
-    let c = client(cfg, Some((&key.0, key.1)))?;
-    let mut map = PINNED.lock().unwrap_or_else(|e| e.into_inner());
-    if map.len() >= PINNED_MAX {
-        map.clear();
+
+    fn pinned(
+        &self,
+        cfg: &WebhooksConfig,
+        host: String,
+        addr: SocketAddr,
+    ) -> reqwest::Result<reqwest::Client> {
+        let key = (host, addr);
+        if let Some(c) = self.pinned.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(c.clone());
+        }
+        let c = client(cfg, Some((&key.0, key.1)))?;
+        let mut map = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= PINNED_MAX {
+            map.clear();
+        }
+        map.insert(key, c.clone());
+        Ok(c)
     }
-    map.insert(key, c.clone());
-    Ok(c)
 }
 
 /// Exponential backoff with jitter: `first · 2^(attempts-1)`, at most an hour, ±20 %.
@@ -190,7 +200,7 @@ fn retry_or_dead(cfg: &WebhooksConfig, job: &WebhookJob, now: i64) -> DeliveryOu
 async fn send(
     state: &AppState,
     cfg: &WebhooksConfig,
-    shared: &reqwest::Client,
+    clients: &Clients,
     job: &WebhookJob,
 ) -> (Option<u16>, Option<String>) {
     let url = match target::parse(&job.url) {
@@ -200,8 +210,8 @@ async fn send(
     let pinned;
     let client = match target::check(&url, cfg.allow_private_targets).await {
         Err(e) => return (None, Some(format!("refused: {e}"))),
-        Ok(None) => shared,
-        Ok(Some((host, addr))) => match pinned_client(cfg, host, addr) {
+        Ok(None) => &clients.shared,
+        Ok(Some((host, addr))) => match clients.pinned(cfg, host, addr) {
             Ok(c) => {
                 pinned = c;
                 &pinned
@@ -260,16 +270,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-async fn attempt(
-    state: &AppState,
-    cfg: &WebhooksConfig,
-    client: &reqwest::Client,
-    worker: &str,
-    job: WebhookJob,
-) {
+async fn attempt(state: &AppState, cfg: &WebhooksConfig, clients: &Clients, worker: &str, job: WebhookJob) {
     let started_ms = state.clock.now_millis();
     let started = Instant::now();
-    let (status, error) = send(state, cfg, client, &job).await;
+    let (status, error) = send(state, cfg, clients, &job).await;
     let duration_ms = millis(started.elapsed());
     let outcome = match status {
         Some(code) if (200..300).contains(&code) => DeliveryOutcome::Delivered,

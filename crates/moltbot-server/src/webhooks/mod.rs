@@ -39,13 +39,14 @@ pub fn spawn(state: &AppState, stop: &CancellationToken) -> Vec<JoinHandle<()>> 
         tokio::spawn(deliver::dispatcher(state.clone(), stop.clone())),
         tokio::spawn(deliver::purge_loop(state.clone(), stop.clone())),
     ];
-    match deliver::shared_client(&state.config.webhooks) {
-        Ok(client) => {
+    match deliver::Clients::new(&state.config.webhooks) {
+        Ok(clients) => {
+            let clients = std::sync::Arc::new(clients);
             for i in 0..workers {
                 tasks.push(tokio::spawn(deliver::worker(
                     state.clone(),
                     i,
-                    client.clone(),
+                    clients.clone(),
                     stop.clone(),
                 )));
             }
