@@ -39,9 +39,10 @@ PANELS = [
       (quantile(0.99, "http_request_duration_seconds", CHAT + ',stream="false"'), "p99")],
      "Request duration of non-streaming requests (streams last as long as the reply)."),
     ("Time to first token", "s", "timeseries",
-     [(quantile(0.5, "moltbot_time_to_first_token_seconds", SEL), "p50"),
-      (quantile(0.95, "moltbot_time_to_first_token_seconds", SEL), "p95")],
-     "From the chat request to the first generated delta."),
+     [(quantile(0.5, "moltbot_time_to_first_token_seconds", SEL + ',stream="true"'), "p50"),
+      (quantile(0.95, "moltbot_time_to_first_token_seconds", SEL + ',stream="true"'), "p95")],
+     "Streaming turns: from the chat request to the first generated delta (a non-streaming turn's first delta is "
+     "its whole reply from a remote model)."),
     ("Inter-token latency", "s", "timeseries",
      [(quantile(0.5, "moltbot_inter_token_seconds", SEL), "p50"),
       (quantile(0.95, "moltbot_inter_token_seconds", SEL), "p95")],

@@ -74,6 +74,9 @@ pub struct ModelConfig {
     /// How long a key that got 429/401 rests before it is used again.
     #[serde(with = "humantime_serde")]
     pub key_cooldown: Duration,
+    /// Remote models: ask the upstream for a stream also when the client wants one whole reply
+    /// (default: `"stream": false` upstream for non-streaming clients).
+    pub always_stream: bool,
     /// Local models: the GGUF file (or a directory holding exactly one).
     pub model_path: Option<String>,
     /// Local models: layers offloaded to the GPU (0 = CPU only).
@@ -113,6 +116,7 @@ impl Default for ModelConfig {
             circuit: CircuitConfig::default(),
             limits: LimitConfig::default(),
             key_cooldown: Duration::from_secs(60),
+            always_stream: false,
             model_path: None,
             gpu_layers: 0,
             parallel: 4,

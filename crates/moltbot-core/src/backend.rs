@@ -31,6 +31,10 @@ pub struct BackendRequest {
     pub extra: Map<String, Value>,
     /// Request id, for upstream logs (`x-request-id`).
     pub request_id: String,
+    /// The caller reads the events as they arrive (a streaming client). When false only the whole
+    /// reply matters, and a remote backend asks its upstream for one JSON reply instead of a stream
+    /// (unless the model is configured with `always_stream`).
+    pub stream: bool,
 }
 
 /// One event of a generation, in order: deltas, then one `Finish`, then optionally `Usage`.

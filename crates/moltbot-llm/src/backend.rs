@@ -35,11 +35,17 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Most bytes of an embeddings response body read (2048 inputs of 3072 floats as JSON fit).
 const MAX_EMBEDDINGS_BODY: usize = 256 * 1024 * 1024;
 
+/// Most bytes of a whole (non-streamed) chat reply read.
+const MAX_REPLY_BODY: usize = 64 * 1024 * 1024;
+
 /// Which upstream endpoint a call goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Call {
     /// `POST {base}/chat/completions`, streamed.
     Chat,
+    /// `POST {base}/chat/completions` with `"stream": false`: one JSON reply (a caller that wants only
+    /// the whole reply). Not under the first-byte timeout: the first byte comes when the reply is done.
+    Reply,
     /// `POST {base}/embeddings`, one JSON body.
     Embeddings,
 }
@@ -104,7 +110,8 @@ impl Failure {
     }
 }
 
-/// A remote OpenAI-compatible chat backend (`POST {base_url}/chat/completions`, always streamed).
+/// A remote OpenAI-compatible chat backend (`POST {base_url}/chat/completions`: streamed for callers
+/// that read the events as they come, one JSON reply for the others unless `always_stream`).
 pub struct RemoteBackend {
     settings: RemoteSettings,
     client: reqwest::Client,
@@ -290,7 +297,7 @@ impl RemoteBackend {
     }
 
     /// One request, up to its first event (chat) or its whole body (embeddings), under the first-byte
-    /// (and total) timeout.
+    /// (and total) timeout; a whole chat reply under the total timeout only.
     async fn attempt(
         &self,
         call: Call,
@@ -300,7 +307,7 @@ impl RemoteBackend {
         deadline: Instant,
     ) -> Result<Answer, Failure> {
         let first_byte = Instant::now() + self.settings.timeouts.first_byte;
-        let (limit, label) = if first_byte < deadline {
+        let (limit, label) = if first_byte < deadline && call != Call::Reply {
             (first_byte, "first_byte")
         } else {
             (deadline, "total")
@@ -321,6 +328,7 @@ impl RemoteBackend {
     ) -> Result<Answer, Failure> {
         let (url, accept) = match call {
             Call::Chat => (&self.url, "text/event-stream"),
+            Call::Reply => (&self.url, "application/json"),
             Call::Embeddings => (&self.embeddings_url, "application/json"),
         };
         let mut req = self
@@ -342,24 +350,28 @@ impl RemoteBackend {
             return Err(self.status_failure(resp).await);
         }
         if call == Call::Embeddings {
-            return self.read_body(resp).await.map(Answer::Body);
+            return self.read_body(resp, MAX_EMBEDDINGS_BODY).await.map(Answer::Body);
         }
-        let json = resp
+        let content_type = resp
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
+            .unwrap_or_default();
+        let is = |media: &str| {
+            let v = content_type.trim_start();
+            v.get(..media.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(media))
+        };
+        // A JSON reply where one was asked for, unless the upstream streams anyway (whatever type it
+        // labels the JSON with); and where a stream was asked for, if it says JSON: some upstreams
+        // ignore `stream: true`.
+        let json = if call == Call::Reply {
+            !is("text/event-stream")
+        } else {
+            is("application/json")
+        };
         if json {
-            let bytes = resp.bytes().await.map_err(|e| {
-                Failure::retry(BackendError::Protocol(format!(
-                    "reading upstream body: {}",
-                    describe(e, &self.redactor)
-                )))
-            })?;
+            let bytes = self.read_body(resp, MAX_REPLY_BODY).await?;
             let events = completion_events(&bytes, &self.redactor).map_err(Failure::retry)?;
             return Ok(Answer::Events(Box::pin(futures::stream::iter(
                 events.into_iter().map(Ok),
@@ -378,20 +390,31 @@ impl RemoteBackend {
         }
     }
 
-    /// A whole (non-streamed) response body, up to [`MAX_EMBEDDINGS_BODY`].
-    async fn read_body(&self, mut resp: reqwest::Response) -> Result<Bytes, Failure> {
+    /// A whole (non-streamed) response body, up to `limit` bytes.
+    async fn read_body(&self, mut resp: reqwest::Response, limit: usize) -> Result<Bytes, Failure> {
+        // Most bodies arrive in one chunk: kept as it is, without a copy.
+        let mut first: Option<Bytes> = None;
         let mut body = Vec::new();
+        let mut len = 0usize;
         loop {
             match resp.chunk().await {
                 Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk);
-                    if body.len() > MAX_EMBEDDINGS_BODY {
+                    len += chunk.len();
+                    if len > limit {
                         return Err(Failure::stop(BackendError::Protocol(
                             "the upstream response is too large".into(),
                         )));
                     }
+                    if first.is_none() && body.is_empty() {
+                        first = Some(chunk);
+                        continue;
+                    }
+                    if let Some(f) = first.take() {
+                        body.extend_from_slice(&f);
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                Ok(None) => return Ok(Bytes::from(body)),
+                Ok(None) => return Ok(first.unwrap_or_else(|| Bytes::from(body))),
                 Err(e) => {
                     return Err(Failure::retry(BackendError::Protocol(format!(
                         "reading upstream body: {}",
@@ -483,7 +506,8 @@ impl ChatBackend for RemoteBackend {
         } else {
             0
         };
-        let body = match serde_json::to_vec(&RequestBody(&request)) {
+        let stream = request.stream || self.settings.always_stream;
+        let body = match serde_json::to_vec(&RequestBody(&request, stream)) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 return Err(BackendError::Protocol(format!(
@@ -491,7 +515,8 @@ impl ChatBackend for RemoteBackend {
                 )));
             }
         };
-        match self.call(Call::Chat, &request.request_id, body, cost).await? {
+        let call = if stream { Call::Chat } else { Call::Reply };
+        match self.call(call, &request.request_id, body, cost).await? {
             Answer::Events(events) => Ok(events),
             Answer::Body(_) => Err(BackendError::Protocol("expected a chat stream".into())),
         }

@@ -4,10 +4,11 @@ use moltbot_core::BackendRequest;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
-/// The upstream request body, written straight from the request (no intermediate JSON tree): always
-/// streaming with usage. Known fields win over same-named `extra` fields; every other `extra` field is
-/// forwarded unchanged.
-pub(crate) struct RequestBody<'a>(pub &'a BackendRequest);
+/// The upstream request body, written straight from the request (no intermediate JSON tree): a stream
+/// with usage when the second field is true, else `"stream": false` (one JSON reply, which carries its
+/// usage anyway). Known fields win over same-named `extra` fields; every other `extra` field is forwarded
+/// unchanged.
+pub(crate) struct RequestBody<'a>(pub &'a BackendRequest, pub bool);
 
 #[derive(serde::Serialize)]
 struct StreamOptions {
@@ -26,18 +27,23 @@ where
 
 impl Serialize for RequestBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let req = self.0;
+        let (req, stream) = (self.0, self.1);
         let w = &mut Vec::with_capacity(16);
         let mut m = serializer.serialize_map(None)?;
         put(&mut m, w, "model", &req.model)?;
         put(&mut m, w, "messages", &req.messages)?;
-        put(&mut m, w, "stream", &true)?;
-        put(
-            &mut m,
-            w,
-            "stream_options",
-            &StreamOptions { include_usage: true },
-        )?;
+        put(&mut m, w, "stream", &stream)?;
+        if stream {
+            put(
+                &mut m,
+                w,
+                "stream_options",
+                &StreamOptions { include_usage: true },
+            )?;
+        } else {
+            // Not valid without a stream: never forwarded from `extra` either.
+            w.push("stream_options");
+        }
         let max_key = if req.use_max_completion_tokens {
             "max_completion_tokens"
         } else {
@@ -79,8 +85,8 @@ impl Serialize for RequestBody<'_> {
 
 /// The body as a JSON tree (tests).
 #[cfg(test)]
-pub(crate) fn request_body(req: &BackendRequest) -> Value {
-    serde_json::to_value(RequestBody(req)).unwrap_or(Value::Null)
+pub(crate) fn request_body(req: &BackendRequest, stream: bool) -> Value {
+    serde_json::to_value(RequestBody(req, stream)).unwrap_or(Value::Null)
 }
 
 /// `0.7f32` as `0.7`, not `0.699999988079071`.
@@ -115,7 +121,7 @@ mod tests {
             extra,
             ..Default::default()
         };
-        let b = request_body(&req);
+        let b = request_body(&req, true);
         assert_eq!(b["stream"], true);
         assert_eq!(b["stream_options"]["include_usage"], true);
         assert_eq!(b["max_completion_tokens"], 7);
@@ -141,7 +147,7 @@ mod tests {
             extra,
             ..Default::default()
         };
-        let raw = serde_json::to_string(&RequestBody(&req)).unwrap();
+        let raw = serde_json::to_string(&RequestBody(&req, true)).unwrap();
         for key in [
             "\"stream\":",
             "\"model\":",
@@ -161,5 +167,25 @@ mod tests {
             (b["top_p"].clone(), b["logprobs"].clone()),
             (json!(0.5), json!(true))
         );
+    }
+
+    #[test]
+    fn a_whole_reply_is_asked_for_without_stream_options() {
+        let mut extra = Map::new();
+        extra.insert("stream".into(), json!(true));
+        extra.insert("stream_options".into(), json!({"include_usage": true}));
+        let req = BackendRequest {
+            model: "gpt".into(),
+            messages: vec![ChatMessage::text("user", "hi")],
+            max_tokens: 3,
+            extra,
+            ..Default::default()
+        };
+        let raw = serde_json::to_string(&RequestBody(&req, false)).unwrap();
+        assert_eq!(raw.matches("\"stream\":").count(), 1, "{raw}");
+        let b: Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(b["stream"], false);
+        // The client's own `stream_options` would be invalid without a stream: it is not forwarded.
+        assert!(b.get("stream_options").is_none(), "{raw}");
     }
 }

@@ -123,38 +123,55 @@ struct ChunkDelta {
 #[derive(Debug, serde::Deserialize)]
 struct TypedChunk {
     #[serde(default)]
-    choices: Option<FirstChoice>,
+    choices: Option<FirstChoice<ChunkChoice>>,
     #[serde(default)]
     usage: Option<TypedUsage>,
     #[serde(default)]
     error: Option<Value>,
 }
 
-/// The first choice with index 0 of a `choices` array, read without collecting the array.
-#[derive(Debug, Default)]
-struct FirstChoice(Option<ChunkChoice>);
+/// A choice of a `choices` array, which carries its `index`.
+trait Indexed {
+    fn index(&self) -> u64;
+}
 
-impl<'de> serde::Deserialize<'de> for FirstChoice {
+impl Indexed for ChunkChoice {
+    fn index(&self) -> u64 {
+        self.index.unwrap_or(0)
+    }
+}
+
+/// The first choice with index 0 of a `choices` array, read without collecting the array.
+#[derive(Debug)]
+struct FirstChoice<T>(Option<T>);
+
+impl<T> Default for FirstChoice<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<'de, T: serde::Deserialize<'de> + Indexed> serde::Deserialize<'de> for FirstChoice<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Choices;
-        impl<'de> serde::de::Visitor<'de> for Choices {
-            type Value = FirstChoice;
+        struct Choices<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de> + Indexed> serde::de::Visitor<'de> for Choices<T> {
+            type Value = FirstChoice<T>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("an array of choices")
             }
 
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FirstChoice, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<FirstChoice<T>, A::Error> {
                 let mut first = None;
-                while let Some(c) = seq.next_element::<ChunkChoice>()? {
-                    if first.is_none() && c.index.unwrap_or(0) == 0 {
+                while let Some(c) = seq.next_element::<T>()? {
+                    if first.is_none() && c.index() == 0 {
                         first = Some(c);
                     }
                 }
                 Ok(FirstChoice(first))
             }
         }
-        d.deserialize_seq(Choices)
+        d.deserialize_seq(Choices(std::marker::PhantomData))
     }
 }
 
@@ -223,11 +240,85 @@ fn usage_from(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) 
     })
 }
 
-/// The events of a non-streamed `chat.completion` (an upstream that ignored `stream: true`).
+/// The typed shape of a well-formed `chat.completion`: unknown fields are skipped without building a
+/// tree (odd types fall back to reading a generic tree).
+#[derive(Debug, serde::Deserialize)]
+struct TypedCompletion {
+    #[serde(default)]
+    choices: Option<FirstChoice<ReplyChoice>>,
+    #[serde(default)]
+    usage: Option<TypedUsage>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReplyChoice {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
+    message: Option<ReplyMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+impl Indexed for ReplyChoice {
+    fn index(&self) -> u64 {
+        self.index.unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ReplyMessage {
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
+/// A `chat.completion` in the fields moltbot reads (`None` choice: the array was missing or had no
+/// choice with index 0).
+struct Completion {
+    error: Option<Value>,
+    choice: Option<ReplyChoice>,
+    usage: Option<Usage>,
+}
+
+fn parse_completion(body: &[u8]) -> Result<Completion, serde_json::Error> {
+    if let Ok(typed) = serde_json::from_slice::<TypedCompletion>(body) {
+        return Ok(Completion {
+            error: typed.error,
+            choice: typed.choices.and_then(|c| c.0),
+            usage: typed
+                .usage
+                .and_then(|u| usage_from(u.prompt_tokens, u.completion_tokens, u.total_tokens)),
+        });
+    }
+    let v: Value = serde_json::from_slice(body)?;
+    let choice = first_choice(&v).map(|c| {
+        let message = &c["message"];
+        ReplyChoice {
+            index: Some(0),
+            message: Some(ReplyMessage {
+                content: message["content"].as_str().map(str::to_owned),
+                tool_calls: Some(&message["tool_calls"]).filter(|t| !t.is_null()).cloned(),
+            }),
+            finish_reason: c["finish_reason"].as_str().map(str::to_owned),
+        }
+    });
+    Ok(Completion {
+        error: v.get("error").cloned(),
+        choice,
+        usage: v.get("usage").and_then(parse_usage),
+    })
+}
+
+/// The events of a non-streamed `chat.completion` (asked for by a caller that wants the whole reply,
+/// or sent by an upstream that ignored `stream: true`).
 pub(crate) fn completion_events(body: &[u8], redactor: &Redactor) -> Result<Vec<BackendEvent>, BackendError> {
-    let v: Value = serde_json::from_slice(body)
+    let completion = parse_completion(body)
         .map_err(|e| BackendError::Protocol(format!("upstream sent invalid JSON ({e})")))?;
-    if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
+    if let Some(err) = completion.error.filter(|e| !e.is_null()) {
         let msg = err
             .get("message")
             .and_then(Value::as_str)
@@ -237,38 +328,30 @@ pub(crate) fn completion_events(body: &[u8], redactor: &Redactor) -> Result<Vec<
             redactor.message(&msg)
         )));
     }
-    let choice = first_choice(&v)
+    let choice = completion
+        .choice
         .ok_or_else(|| BackendError::Protocol("upstream completion has no choices".into()))?;
-    let message = &choice["message"];
-    let content = message["content"]
-        .as_str()
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned);
+    let ReplyMessage { content, tool_calls } = choice.message.unwrap_or_default();
+    let content = content.filter(|s| !s.is_empty());
     // Tool calls in the delta shape: each with its `index`.
-    let tool_calls = message["tool_calls"].as_array().map(|calls| {
-        Value::Array(
-            calls
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let mut c = c.clone();
-                    if let Some(obj) = c.as_object_mut() {
-                        obj.entry("index").or_insert(Value::from(i));
-                    }
-                    c
-                })
-                .collect(),
-        )
+    let tool_calls = tool_calls.and_then(|calls| match calls {
+        Value::Array(mut calls) => {
+            for (i, c) in calls.iter_mut().enumerate() {
+                if let Some(obj) = c.as_object_mut() {
+                    obj.entry("index").or_insert(Value::from(i));
+                }
+            }
+            Some(Value::Array(calls))
+        }
+        _ => None,
     });
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(3);
     if content.is_some() || tool_calls.is_some() {
         events.push(BackendEvent::Delta { content, tool_calls });
     }
-    let reason = choice["finish_reason"].as_str().unwrap_or("stop");
-    events.push(BackendEvent::Finish {
-        reason: reason.to_owned(),
-    });
-    if let Some(u) = parse_usage(&v["usage"]) {
+    let reason = choice.finish_reason.unwrap_or_else(|| "stop".to_owned());
+    events.push(BackendEvent::Finish { reason });
+    if let Some(u) = completion.usage {
         events.push(BackendEvent::Usage(u));
     }
     Ok(events)

@@ -90,6 +90,10 @@ pub struct RemoteSettings {
     pub limits: OutboundLimits,
     /// How long a key that got 401/403/429 (without `Retry-After`) is skipped.
     pub key_cooldown: Duration,
+    /// Ask the upstream for a stream also for callers that want only the whole reply (by default they
+    /// get one JSON reply): for platforms that serve some models only as streams, or to have a
+    /// stalled generation caught by the first-byte and idle timeouts rather than the total one.
+    pub always_stream: bool,
 }
 
 impl RemoteSettings {
@@ -104,6 +108,7 @@ impl RemoteSettings {
             circuit: CircuitSettings::default(),
             limits: OutboundLimits::default(),
             key_cooldown: Duration::from_secs(60),
+            always_stream: false,
         }
     }
 }
@@ -121,6 +126,7 @@ impl fmt::Debug for RemoteSettings {
             .field("circuit", &self.circuit)
             .field("limits", &self.limits)
             .field("key_cooldown", &self.key_cooldown)
+            .field("always_stream", &self.always_stream)
             .finish()
     }
 }

@@ -130,6 +130,7 @@ fn remote_backend(
             tokens_per_minute: m.limits.tokens_per_minute,
         },
         key_cooldown: m.key_cooldown,
+        always_stream: m.always_stream,
     };
     let client = moltbot_llm::http_client(m.timeouts.connect);
     Ok(moltbot_llm::RemoteBackend::new(settings, client).with_token_counter(tokens))

@@ -36,10 +36,11 @@ async fn non_streaming_completion_is_answered_and_recorded() {
     assert_eq!(body["choices"][0]["message"]["content"], "Hello there, friend.");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
-    // The upstream got our upstream model id and the key, and a streaming request with usage.
+    // The upstream got our upstream model id and the key, and was asked for one JSON reply.
     let req = &fake.chat_requests()[0];
     assert_eq!(req.body["model"], "fake-model");
     assert_eq!(req.bearer(), Some(KEY));
+    assert_eq!(req.body["stream"], false);
     // Stored: user + assistant, both completed, with usage recorded.
     let (items, _) = srv
         .state
@@ -63,6 +64,73 @@ async fn non_streaming_completion_is_answered_and_recorded() {
     let usage = srv.state.store.list_usage(&srv.key_id, 10).await.unwrap();
     assert_eq!(usage.len(), 1);
     assert_eq!(usage[0].outcome, "ok");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_streaming_turn_survives_a_reply_cut_midway_and_is_recorded_once() {
+    // The first JSON reply breaks off halfway: its client has seen nothing, so the turn is retried.
+    let fake = fake_with(Script::text("whole on the second try")).await;
+    fake.push(Script::text("lost").chunks(4).fail_after(2, Failure::Abort));
+    let srv = start(&fake).await;
+    let r = srv
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-test", "messages": [user("hi")]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let conv = r.headers()["x-moltbot-conversation"].to_str().unwrap().to_owned();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "whole on the second try"
+    );
+    assert_eq!(fake.chat_requests().len(), 2);
+    let (items, _) = srv
+        .state
+        .store
+        .list_messages(
+            &conv,
+            &ItemQuery {
+                after: None,
+                limit: 10,
+                ascending: true,
+            },
+        )
+        .await
+        .unwrap();
+    let stored: Vec<(&str, MessageStatus)> = items.iter().map(|m| (m.content.as_str(), m.status)).collect();
+    assert_eq!(
+        stored,
+        [
+            ("hi", MessageStatus::Completed),
+            ("whole on the second try", MessageStatus::Completed)
+        ]
+    );
+    assert_eq!(
+        srv.state.store.list_usage(&srv.key_id, 10).await.unwrap().len(),
+        1
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn always_stream_asks_the_upstream_for_a_stream_for_a_non_streaming_client() {
+    let fake = fake_with(Script::text("one two three").chunks(3)).await;
+    let srv = start_with(&fake, "", |c| c.models[0].always_stream = true).await;
+    let r = srv
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-test", "messages": [user("hi")]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "one two three");
+    let req = &fake.chat_requests()[0];
+    assert_eq!(req.body["stream"], true);
+    assert_eq!(req.body["stream_options"]["include_usage"], true);
     srv.stop().await;
 }
 

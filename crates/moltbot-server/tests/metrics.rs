@@ -145,10 +145,11 @@ circuit = {{ failure_threshold = 100 }}
         ),
         4.0
     );
-    // 3 deltas per reply: 2 gaps each.
+    // The streamed reply has 3 deltas: 2 gaps. The 3 non-streamed replies came as one JSON body each
+    // (one delta, no gap).
     assert_eq!(
         delta("moltbot_inter_token_seconds_count", &[("model", "gpt-test")]),
-        8.0
+        2.0
     );
 
     let upstream = |backend, status| {

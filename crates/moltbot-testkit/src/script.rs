@@ -102,6 +102,8 @@ pub struct Script {
     pub hostile: bool,
     /// Answer with a `chat.completion` JSON even when the request asked for a stream.
     pub json_response: bool,
+    /// Answer with a stream even when the request asked for one JSON reply.
+    pub sse_response: bool,
     pub tool_call: Option<ToolCall>,
 }
 
@@ -128,6 +130,7 @@ impl Script {
             finish_reason: "stop".to_owned(),
             hostile: false,
             json_response: false,
+            sse_response: false,
             tool_call: None,
         }
     }
@@ -220,6 +223,11 @@ impl Script {
 
     pub fn json_response(mut self) -> Self {
         self.json_response = true;
+        self
+    }
+
+    pub fn sse_response(mut self) -> Self {
+        self.sse_response = true;
         self
     }
 

@@ -73,7 +73,7 @@ impl RecordedRequest {
 }
 
 /// Picks the script of a chat request that finds the queue empty, from its number (from 1).
-type Chooser = Box<dyn FnMut(u64) -> Script + Send>;
+type Chooser = Box<dyn FnMut(u64, bool) -> Script + Send>;
 
 struct Shared {
     default_script: Mutex<Script>,
@@ -148,9 +148,9 @@ impl FakeUpstream {
         lock(&self.shared.queue).push_back(script);
     }
 
-    /// Chat requests that find the queue empty get `chooser(request number)` instead of the default
-    /// script (for fault mixes chosen per request).
-    pub fn set_chooser(&self, chooser: impl FnMut(u64) -> Script + Send + 'static) {
+    /// Chat requests that find the queue empty get `chooser(request number, whether it asks for a
+    /// stream)` instead of the default script (for fault mixes chosen per request).
+    pub fn set_chooser(&self, chooser: impl FnMut(u64, bool) -> Script + Send + 'static) {
         *lock(&self.shared.chooser) = Some(Box::new(chooser));
     }
 
@@ -368,7 +368,11 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     let n = record(&shared, "POST", "/v1/chat/completions", &headers, &json);
     let queued = lock(&shared.queue).pop_front();
     let script = queued
-        .or_else(|| lock(&shared.chooser).as_mut().map(|choose| choose(n)))
+        .or_else(|| {
+            lock(&shared.chooser)
+                .as_mut()
+                .map(|choose| choose(n, json["stream"] == true))
+        })
         .unwrap_or_else(|| lock(&shared.default_script).clone());
 
     // Until headers are sent, a dropped handler means the client went away.
@@ -418,11 +422,43 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         prompt_tokens: json["messages"].as_array().map_or(0, |m| m.len() as u32),
         script: &script,
     };
-    if json["stream"] != true || script.json_response {
-        return axum::Json(reply.completion()).into_response();
+    if (json["stream"] != true && !script.sse_response) || script.json_response {
+        return json_reply(&shared, reply.json_steps()).await;
     }
 
-    let steps: VecDeque<Step> = reply.steps().into();
+    let body = body_of(reply.steps().into(), &shared);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A non-streamed reply: after the generation time, the whole body with its length (headers come
+/// when the reply is ready, as from a real upstream); a failing one as a chunked body that breaks off.
+async fn json_reply(shared: &Arc<Shared>, steps: Vec<Step>) -> Response {
+    let body = if let [Step::Data(delay, bytes)] = steps.as_slice() {
+        if !delay.is_zero() {
+            // Until the reply is sent, a dropped handler means the client went away.
+            let mut guard = CloseGuard {
+                shared: shared.clone(),
+                done: false,
+            };
+            tokio::time::sleep(*delay).await;
+            guard.disarm();
+        }
+        Body::from(bytes.clone())
+    } else {
+        body_of(steps.into(), shared)
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A body written step by step; dropped before its end, it counts as closed by the client.
+fn body_of(steps: VecDeque<Step>, shared: &Arc<Shared>) -> Body {
     let guard = CloseGuard {
         shared: shared.clone(),
         done: false,
@@ -452,9 +488,5 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             }
         }
     });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "text/event-stream")
-        .header(header::CACHE_CONTROL, "no-cache")
-        .body(Body::from_stream(body))
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    Body::from_stream(body)
 }

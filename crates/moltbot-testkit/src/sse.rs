@@ -55,12 +55,41 @@ impl Answer<'_> {
             message["tool_calls"] = json!([{"id": tc.id, "type": "function",
                 "function": {"name": tc.name, "arguments": tc.arguments}}]);
         }
-        json!({
+        let mut c = json!({
             "id": self.id, "object": "chat.completion", "created": 1_700_000_000, "model": self.model,
             "choices": [{"index": 0, "message": message, "finish_reason": self.script.finish_reason,
                 "logprobs": null}],
-            "usage": self.usage(),
-        })
+        });
+        // A whole reply carries its usage unless the script says never.
+        if self.script.usage != crate::UsageMode::Never {
+            c["usage"] = self.usage();
+        }
+        c
+    }
+
+    /// The non-streamed reply as steps, as an upstream that generates before it answers: the pauses
+    /// the stream would have had (summed), then the whole `chat.completion`. With `fail_after`, the
+    /// pauses up to the failure point and then: half the body and a broken connection (`Abort`), a
+    /// complete body that is not JSON (`Garbage`), or half the body and silence (`Stall`).
+    pub fn json_steps(&self) -> Vec<Step> {
+        let s = self.script;
+        let body = Bytes::from(self.completion().to_string());
+        let parts = split_text(&self.text, s.chunks).len();
+        let tool_parts = s
+            .tool_call
+            .as_ref()
+            .map_or(0, |tc| 1 + split_text(&tc.arguments, s.chunks).len());
+        let pauses = |n: usize| s.chunk_interval * u32::try_from(n).unwrap_or(u32::MAX);
+        let Some((k, how)) = s.fail_after else {
+            return vec![Step::Data(pauses(parts - 1 + tool_parts), body)];
+        };
+        let delay = pauses(k.max(1));
+        let half = body.slice(..body.len() / 2);
+        match how {
+            Failure::Abort => vec![Step::Data(delay, half), Step::Abort],
+            Failure::Garbage => vec![Step::Data(delay, Bytes::from_static(b"{\"choices\": [garb"))],
+            Failure::Stall => vec![Step::Data(delay, half), Step::Stall],
+        }
     }
 
     /// The SSE body as steps.
@@ -243,5 +272,32 @@ mod tests {
         let steps = reply(&s).steps();
         assert_eq!(steps.last(), Some(&Step::Abort));
         assert!(!body(&steps).contains("[DONE]"));
+    }
+
+    #[test]
+    fn a_whole_reply_comes_after_the_pauses_or_breaks_off() {
+        let ms = Duration::from_millis;
+        let s = Script::text("abcdef").chunks(3).chunk_interval(ms(10));
+        let steps = reply(&s).json_steps();
+        let [Step::Data(delay, bytes)] = steps.as_slice() else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(*delay, ms(20));
+        let whole: Value = serde_json::from_slice(bytes).unwrap();
+        assert_eq!(whole["choices"][0]["message"]["content"], "你好🌍 world");
+        assert_eq!(whole["usage"]["completion_tokens"], 3);
+
+        let cut = s.clone().fail_after(2, Failure::Abort);
+        let steps = reply(&cut).json_steps();
+        assert!(matches!(&steps[..], [Step::Data(d, half), Step::Abort]
+            if *d == ms(20) && half.len() * 2 <= bytes.len() + 1 && serde_json::from_slice::<Value>(half).is_err()));
+        let stall = s.clone().fail_after(0, Failure::Stall);
+        assert!(matches!(
+            reply(&stall).json_steps()[..],
+            [Step::Data(..), Step::Stall]
+        ));
+        let garbage = s.fail_after(1, Failure::Garbage);
+        let steps = reply(&garbage).json_steps();
+        assert!(matches!(&steps[..], [Step::Data(_, b)] if serde_json::from_slice::<Value>(b).is_err()));
     }
 }

@@ -172,7 +172,7 @@ async fn reset_closes_the_connection_without_a_status_line() {
 async fn a_chooser_scripts_requests_the_queue_does_not() {
     let fake = FakeUpstream::start(FakeConfig::default()).await;
     fake.push(Script::status(500));
-    fake.set_chooser(|n| {
+    fake.set_chooser(|n, _| {
         if n % 2 == 0 {
             Script::status(503)
         } else {

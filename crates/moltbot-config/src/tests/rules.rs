@@ -51,7 +51,7 @@ fn model_defaults_and_inheritance() {
 #[test]
 fn model_sub_tables_parse() {
     let toml = format!(
-        "{MODEL_A}api_keys = [\"k2\", \"k3\"]\napi_key = \"k1\"\ntemperature = 0.7\nkey_cooldown = \"90s\"\n\
+        "{MODEL_A}api_keys = [\"k2\", \"k3\"]\napi_key = \"k1\"\ntemperature = 0.7\nkey_cooldown = \"90s\"\nalways_stream = true\n\
          [models.timeouts]\nconnect = \"250ms\"\n[models.retry]\nmax_attempts = 5\n\
          [models.circuit]\nopen_for = \"1m\"\n[models.limits]\nrequests_per_minute = 60\n"
     );
@@ -60,6 +60,7 @@ fn model_sub_tables_parse() {
     assert_eq!(keys, ["k1", "k2", "k3"]);
     assert_eq!(m.temperature, Some(0.7));
     assert_eq!(m.key_cooldown.as_secs(), 90);
+    assert!(m.always_stream);
     assert_eq!(m.timeouts.connect.as_millis(), 250);
     assert_eq!(m.timeouts.total.as_secs(), 600);
     assert_eq!(m.retry.max_attempts, 5);

@@ -302,6 +302,7 @@ impl ChatService {
             response_format: req.response_format.clone(),
             extra: req.extra.clone(),
             request_id: input.request_id.clone(),
+            stream: req.stream.unwrap_or(false),
         };
         match self.open_with_fallback(&route, base).await {
             Ok((backend, events)) => {

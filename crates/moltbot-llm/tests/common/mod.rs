@@ -47,13 +47,23 @@ pub fn backend(settings: RemoteSettings) -> RemoteBackend {
     RemoteBackend::new(settings, http_client(Duration::from_secs(1)))
 }
 
+/// A request from a caller that reads the events as they come (a streaming client).
 pub fn request(text: &str) -> BackendRequest {
     BackendRequest {
         model: "fake-model".into(),
         messages: vec![ChatMessage::text("user", text)],
         max_tokens: 64,
         request_id: "req-123".into(),
+        stream: true,
         ..Default::default()
+    }
+}
+
+/// A request from a caller that wants only the whole reply (a non-streaming client).
+pub fn whole_reply(text: &str) -> BackendRequest {
+    BackendRequest {
+        stream: false,
+        ..request(text)
     }
 }
 

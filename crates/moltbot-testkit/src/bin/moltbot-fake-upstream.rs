@@ -1,7 +1,12 @@
 //! The fake OpenAI-compatible upstream as a process, for end-to-end tests with real clients (the
 //! OpenAI SDKs), chaos tests and quick measurements. Prints its base URL on the first line of stdout,
 //! then serves until SIGINT or SIGTERM; with `--fault-rate`, it then prints one JSON line counting the
-//! chat requests and the faults it injected (`{"requests": N, "faults": {"429": n, …}}`).
+//! chat requests and the faults it injected, in all and on requests that asked for a stream
+//! (`{"requests": N, "faults": {"429": n, …}, "stream_faults": {…}}`).
+//!
+//! A request without `"stream": true` gets one JSON reply; its faults take the same shape where they
+//! can: `cut`/`cut-late` send half the body and break the connection, `garbage` a body that is not
+//! JSON, `stall-late` half the body and then silence, `drip` the whole body after the pauses.
 //!
 //! ```text
 //! moltbot-fake-upstream [--echo | --reply TEXT] [--chunks N] [--interval-ms N] [--status CODE]
@@ -178,6 +183,7 @@ fn fault(kind: &str, base: &Script, retry_after: &str, drip: Duration) -> Script
 struct Stats {
     requests: u64,
     faults: BTreeMap<String, u64>,
+    stream_faults: BTreeMap<String, u64>,
 }
 
 #[tokio::main]
@@ -206,7 +212,7 @@ async fn main() {
             drip,
             ..
         } = args;
-        fake.set_chooser(move |_| {
+        fake.set_chooser(move |_, stream| {
             let mut stats = stats.lock().unwrap_or_else(|e| e.into_inner());
             stats.requests += 1;
             if rng.unit() >= fault_rate {
@@ -214,6 +220,9 @@ async fn main() {
             }
             let kind = &faults[(rng.next_u64() % faults.len() as u64) as usize];
             *stats.faults.entry(kind.clone()).or_default() += 1;
+            if stream {
+                *stats.stream_faults.entry(kind.clone()).or_default() += 1;
+            }
             fault(kind, &script, &retry_after, drip)
         });
     }
@@ -232,7 +241,8 @@ async fn main() {
     }
     if args.fault_rate > 0.0 {
         let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
-        let line = serde_json::json!({"requests": stats.requests, "faults": stats.faults});
+        let line = serde_json::json!({"requests": stats.requests, "faults": stats.faults,
+            "stream_faults": stats.stream_faults});
         println!("{line}");
     }
     drop(fake);
