@@ -30,20 +30,16 @@ impl ChunkMapper {
             self.finish("stop", out);
             return Ok(());
         }
-        let chunk = parse_chunk(data)
+        let chunk = parse::<ChunkChoice>(data.as_bytes())
             .map_err(|e| BackendError::Protocol(format!("upstream sent an event that is not JSON ({e})")))?;
         if let Some(err) = chunk.error.filter(|e| !e.is_null()) {
-            let msg = err
-                .get("message")
-                .and_then(Value::as_str)
-                .map_or_else(|| err.to_string(), str::to_owned);
             return Err(BackendError::Protocol(format!(
                 "upstream error in stream: {}",
-                redactor.message(&msg)
+                redactor.message(&error_message(&err))
             )));
         }
         if let Some(choice) = chunk.choice {
-            let ChunkDelta { content, tool_calls } = choice.delta.unwrap_or_default();
+            let ChoiceContent { content, tool_calls } = choice.content;
             let content = content.filter(|s| !s.is_empty());
             if !self.finished && (content.is_some() || tool_calls.is_some()) {
                 out.push(Ok(BackendEvent::Delta { content, tool_calls }));
@@ -92,69 +88,105 @@ impl ChunkMapper {
     }
 }
 
-/// What a stream chunk says, in the fields moltbot reads.
+/// What a stream chunk or a whole `chat.completion` says, in the fields moltbot reads.
 #[derive(Debug, Default)]
-struct Chunk {
+struct Parsed {
     error: Option<Value>,
-    /// The first choice with index 0.
-    choice: Option<ChunkChoice>,
+    /// The first choice with index 0 (`None`: no `choices` array, or no such choice in it).
+    choice: Option<ChoiceParts>,
     usage: Option<Usage>,
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
-struct ChunkChoice {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default)]
-    delta: Option<ChunkDelta>,
-    #[serde(default)]
+/// A choice's text and tool calls (a chunk's `delta`, a completion's `message`) and finish reason.
+#[derive(Debug, Default)]
+struct ChoiceParts {
+    content: ChoiceContent,
     finish_reason: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
-struct ChunkDelta {
+struct ChoiceContent {
     #[serde(default)]
     content: Option<String>,
     #[serde(default)]
     tool_calls: Option<Value>,
 }
 
-/// The typed shape of a well-formed chunk: unknown fields are skipped without building a tree.
+/// A choice as one kind of body names its content: a chunk's `delta` or a completion's `message`.
+trait Choice {
+    /// The key of the content object.
+    const CONTENT: &'static str;
+    fn index(&self) -> u64;
+    fn into_parts(self) -> ChoiceParts;
+}
+
 #[derive(Debug, serde::Deserialize)]
-struct TypedChunk {
+struct ChunkChoice {
     #[serde(default)]
-    choices: Option<FirstChoice<ChunkChoice>>,
+    index: Option<u64>,
+    #[serde(default)]
+    delta: Option<ChoiceContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+impl Choice for ChunkChoice {
+    const CONTENT: &'static str = "delta";
+    fn index(&self) -> u64 {
+        self.index.unwrap_or(0)
+    }
+    fn into_parts(self) -> ChoiceParts {
+        ChoiceParts {
+            content: self.delta.unwrap_or_default(),
+            finish_reason: self.finish_reason,
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReplyChoice {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default)]
+    message: Option<ChoiceContent>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+impl Choice for ReplyChoice {
+    const CONTENT: &'static str = "message";
+    fn index(&self) -> u64 {
+        self.index.unwrap_or(0)
+    }
+    fn into_parts(self) -> ChoiceParts {
+        ChoiceParts {
+            content: self.message.unwrap_or_default(),
+            finish_reason: self.finish_reason,
+        }
+    }
+}
+
+/// The typed shape of a well-formed chunk or completion: unknown fields are skipped without building
+/// a tree.
+#[derive(Debug, serde::Deserialize)]
+#[serde(bound = "C: serde::Deserialize<'de> + Choice")]
+struct Typed<C> {
+    #[serde(default)]
+    choices: Option<FirstChoice<C>>,
     #[serde(default)]
     usage: Option<TypedUsage>,
     #[serde(default)]
     error: Option<Value>,
 }
 
-/// A choice of a `choices` array, which carries its `index`.
-trait Indexed {
-    fn index(&self) -> u64;
-}
-
-impl Indexed for ChunkChoice {
-    fn index(&self) -> u64 {
-        self.index.unwrap_or(0)
-    }
-}
-
 /// The first choice with index 0 of a `choices` array, read without collecting the array.
 #[derive(Debug)]
 struct FirstChoice<T>(Option<T>);
 
-impl<T> Default for FirstChoice<T> {
-    fn default() -> Self {
-        Self(None)
-    }
-}
-
-impl<'de, T: serde::Deserialize<'de> + Indexed> serde::Deserialize<'de> for FirstChoice<T> {
+impl<'de, T: serde::Deserialize<'de> + Choice> serde::Deserialize<'de> for FirstChoice<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Choices<T>(std::marker::PhantomData<T>);
-        impl<'de, T: serde::Deserialize<'de> + Indexed> serde::de::Visitor<'de> for Choices<T> {
+        impl<'de, T: serde::Deserialize<'de> + Choice> serde::de::Visitor<'de> for Choices<T> {
             type Value = FirstChoice<T>;
 
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -186,35 +218,41 @@ struct TypedUsage {
     total_tokens: Option<u64>,
 }
 
-/// Parse one chunk: the typed fast path for the common shape, else (odd types, duplicate keys) the
-/// same reading from a generic JSON tree.
-fn parse_chunk(data: &str) -> Result<Chunk, serde_json::Error> {
-    if let Ok(typed) = serde_json::from_str::<TypedChunk>(data) {
-        return Ok(Chunk {
+/// Parse a chunk (`C` = [`ChunkChoice`]) or a completion ([`ReplyChoice`]): the typed fast path for the
+/// common shape, else (odd types, duplicate keys) the same reading from a generic JSON tree.
+fn parse<C: serde::de::DeserializeOwned + Choice>(body: &[u8]) -> Result<Parsed, serde_json::Error> {
+    if let Ok(typed) = serde_json::from_slice::<Typed<C>>(body) {
+        return Ok(Parsed {
             error: typed.error,
-            choice: typed.choices.and_then(|c| c.0),
+            choice: typed.choices.and_then(|c| c.0).map(Choice::into_parts),
             usage: typed
                 .usage
                 .and_then(|u| usage_from(u.prompt_tokens, u.completion_tokens, u.total_tokens)),
         });
     }
-    let v: Value = serde_json::from_str(data)?;
+    let v: Value = serde_json::from_slice(body)?;
     let choice = first_choice(&v).map(|c| {
-        let delta = &c["delta"];
-        ChunkChoice {
-            index: Some(0),
-            delta: Some(ChunkDelta {
-                content: delta["content"].as_str().map(str::to_owned),
-                tool_calls: Some(&delta["tool_calls"]).filter(|t| !t.is_null()).cloned(),
-            }),
+        let content = &c[C::CONTENT];
+        ChoiceParts {
+            content: ChoiceContent {
+                content: content["content"].as_str().map(str::to_owned),
+                tool_calls: Some(&content["tool_calls"]).filter(|t| !t.is_null()).cloned(),
+            },
             finish_reason: c["finish_reason"].as_str().map(str::to_owned),
         }
     });
-    Ok(Chunk {
+    Ok(Parsed {
         error: v.get("error").cloned(),
         choice,
         usage: v.get("usage").and_then(parse_usage),
     })
+}
+
+/// An `error` object's `message`, or the whole value as JSON.
+fn error_message(err: &Value) -> String {
+    err.get("message")
+        .and_then(Value::as_str)
+        .map_or_else(|| err.to_string(), str::to_owned)
 }
 
 fn first_choice(v: &Value) -> Option<&Value> {
@@ -240,98 +278,21 @@ fn usage_from(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) 
     })
 }
 
-/// The typed shape of a well-formed `chat.completion`: unknown fields are skipped without building a
-/// tree (odd types fall back to reading a generic tree).
-#[derive(Debug, serde::Deserialize)]
-struct TypedCompletion {
-    #[serde(default)]
-    choices: Option<FirstChoice<ReplyChoice>>,
-    #[serde(default)]
-    usage: Option<TypedUsage>,
-    #[serde(default)]
-    error: Option<Value>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-struct ReplyChoice {
-    #[serde(default)]
-    index: Option<u64>,
-    #[serde(default)]
-    message: Option<ReplyMessage>,
-    #[serde(default)]
-    finish_reason: Option<String>,
-}
-
-impl Indexed for ReplyChoice {
-    fn index(&self) -> u64 {
-        self.index.unwrap_or(0)
-    }
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct ReplyMessage {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Value>,
-}
-
-/// A `chat.completion` in the fields moltbot reads (`None` choice: the array was missing or had no
-/// choice with index 0).
-struct Completion {
-    error: Option<Value>,
-    choice: Option<ReplyChoice>,
-    usage: Option<Usage>,
-}
-
-fn parse_completion(body: &[u8]) -> Result<Completion, serde_json::Error> {
-    if let Ok(typed) = serde_json::from_slice::<TypedCompletion>(body) {
-        return Ok(Completion {
-            error: typed.error,
-            choice: typed.choices.and_then(|c| c.0),
-            usage: typed
-                .usage
-                .and_then(|u| usage_from(u.prompt_tokens, u.completion_tokens, u.total_tokens)),
-        });
-    }
-    let v: Value = serde_json::from_slice(body)?;
-    let choice = first_choice(&v).map(|c| {
-        let message = &c["message"];
-        ReplyChoice {
-            index: Some(0),
-            message: Some(ReplyMessage {
-                content: message["content"].as_str().map(str::to_owned),
-                tool_calls: Some(&message["tool_calls"]).filter(|t| !t.is_null()).cloned(),
-            }),
-            finish_reason: c["finish_reason"].as_str().map(str::to_owned),
-        }
-    });
-    Ok(Completion {
-        error: v.get("error").cloned(),
-        choice,
-        usage: v.get("usage").and_then(parse_usage),
-    })
-}
-
 /// The events of a non-streamed `chat.completion` (asked for by a caller that wants the whole reply,
 /// or sent by an upstream that ignored `stream: true`).
 pub(crate) fn completion_events(body: &[u8], redactor: &Redactor) -> Result<Vec<BackendEvent>, BackendError> {
-    let completion = parse_completion(body)
+    let completion = parse::<ReplyChoice>(body)
         .map_err(|e| BackendError::Protocol(format!("upstream sent invalid JSON ({e})")))?;
     if let Some(err) = completion.error.filter(|e| !e.is_null()) {
-        let msg = err
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| err.to_string(), str::to_owned);
         return Err(BackendError::Protocol(format!(
             "upstream error: {}",
-            redactor.message(&msg)
+            redactor.message(&error_message(&err))
         )));
     }
     let choice = completion
         .choice
         .ok_or_else(|| BackendError::Protocol("upstream completion has no choices".into()))?;
-    let ReplyMessage { content, tool_calls } = choice.message.unwrap_or_default();
+    let ChoiceContent { content, tool_calls } = choice.content;
     let content = content.filter(|s| !s.is_empty());
     // Tool calls in the delta shape: each with its `index`.
     let tool_calls = tool_calls.and_then(|calls| match calls {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::*;
 use futures::StreamExt;
-use moltbot_core::{ItemQuery, MessageStatus, Role};
+use moltbot_core::{MessageStatus, Role};
 use moltbot_testkit::{Failure, Script, StatusReply};
 use serde_json::{Value, json};
 
@@ -42,19 +42,7 @@ async fn non_streaming_completion_is_answered_and_recorded() {
     assert_eq!(req.bearer(), Some(KEY));
     assert_eq!(req.body["stream"], false);
     // Stored: user + assistant, both completed, with usage recorded.
-    let (items, _) = srv
-        .state
-        .store
-        .list_messages(
-            &conv,
-            &ItemQuery {
-                after: None,
-                limit: 10,
-                ascending: true,
-            },
-        )
-        .await
-        .unwrap();
+    let items = srv.stored_messages(&conv).await;
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].role, Role::User);
     assert_eq!(items[0].status, MessageStatus::Completed);
@@ -87,19 +75,7 @@ async fn a_non_streaming_turn_survives_a_reply_cut_midway_and_is_recorded_once()
         "whole on the second try"
     );
     assert_eq!(fake.chat_requests().len(), 2);
-    let (items, _) = srv
-        .state
-        .store
-        .list_messages(
-            &conv,
-            &ItemQuery {
-                after: None,
-                limit: 10,
-                ascending: true,
-            },
-        )
-        .await
-        .unwrap();
+    let items = srv.stored_messages(&conv).await;
     let stored: Vec<(&str, MessageStatus)> = items.iter().map(|m| (m.content.as_str(), m.status)).collect();
     assert_eq!(
         stored,
@@ -369,19 +345,7 @@ async fn mid_stream_failure_is_one_error_event_then_the_end() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
         .collect();
     // The turn is recorded as failed: the user message and the partial reply the client saw.
-    let (items, _) = srv
-        .state
-        .store
-        .list_messages(
-            &conv,
-            &ItemQuery {
-                after: None,
-                limit: 10,
-                ascending: true,
-            },
-        )
-        .await
-        .unwrap();
+    let items = srv.stored_messages(&conv).await;
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].status, MessageStatus::Failed);
     assert_eq!(items[1].status, MessageStatus::Failed);
@@ -436,19 +400,7 @@ async fn client_disconnect_cancels_upstream_and_stores_the_received_prefix() {
     // The truncated reply is stored: exactly what the client received.
     let mut stored = None;
     for _ in 0..50 {
-        let (items, _) = srv
-            .state
-            .store
-            .list_messages(
-                &id,
-                &ItemQuery {
-                    after: None,
-                    limit: 10,
-                    ascending: true,
-                },
-            )
-            .await
-            .unwrap();
+        let items = srv.stored_messages(&id).await;
         if items.len() == 2 {
             stored = Some(items[1].clone());
             break;

@@ -59,6 +59,22 @@ impl TestServer {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A conversation's stored messages, oldest first (up to 100).
+    pub async fn stored_messages(&self, conversation: &str) -> Vec<moltbot_core::StoredMessage> {
+        let query = moltbot_core::ItemQuery {
+            after: None,
+            limit: 100,
+            ascending: true,
+        };
+        let (items, _) = self
+            .state
+            .store
+            .list_messages(conversation, &query)
+            .await
+            .expect("list messages");
+        items
+    }
+
     /// Trigger shutdown (like SIGTERM).
     pub fn shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
