@@ -72,7 +72,8 @@ impl RecordedRequest {
     }
 }
 
-/// Picks the script of a chat request that finds the queue empty, from its number (from 1).
+/// Picks the script of a chat request that finds the queue empty, from its number (from 1) and
+/// whether it asks for a stream.
 type Chooser = Box<dyn FnMut(u64, bool) -> Script + Send>;
 
 struct Shared {
