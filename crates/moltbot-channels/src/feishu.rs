@@ -274,9 +274,11 @@ impl FeishuAdapter {
         if event_type != "im.message.receive_v1" {
             return Ok(ignore(format!("event {event_type}")));
         }
+        // Replies and dedupe are keyed by these: an event without them cannot be handled.
         let event_id = header
             .get("event_id")
             .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
             .ok_or_else(|| ChannelError::BadRequest("event without `header.event_id`".into()))?;
         let event = v
             .get("event")
@@ -289,6 +291,10 @@ impl FeishuAdapter {
             .get("message")
             .ok_or_else(|| ChannelError::BadRequest("event without `event.message`".into()))?;
         let s = |k: &str| msg.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+        let chat_id = s("chat_id");
+        if chat_id.is_empty() {
+            return Err(ChannelError::BadRequest("message without `chat_id`".into()));
+        }
         let message_type = s("message_type");
         let Some(raw_text) = content_text(&message_type, &s("content")) else {
             return Ok(ignore(format!("{message_type} message")));
@@ -317,7 +323,7 @@ impl FeishuAdapter {
             account: self.account.clone(),
             event_id: event_id.to_owned(),
             message_id: s("message_id"),
-            chat_id: s("chat_id"),
+            chat_id,
             chat_type,
             sender_id,
             sender_name: None,
