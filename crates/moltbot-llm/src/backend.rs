@@ -345,6 +345,9 @@ impl RemoteBackend {
         if let Some(k) = key {
             req = req.bearer_auth(self.keys.secret(k));
         }
+        if url.scheme() == "https" {
+            crate::tls::ready().await;
+        }
         let resp = req.send().await.map_err(|e| self.send_error(e))?;
         if !resp.status().is_success() {
             return Err(self.status_failure(resp).await);

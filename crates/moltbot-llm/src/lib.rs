@@ -16,6 +16,7 @@ pub mod retry;
 mod settings;
 pub mod sse;
 mod stream;
+pub mod tls;
 mod tokens;
 
 pub use backend::{MAX_QUEUE_WAIT, RemoteBackend};

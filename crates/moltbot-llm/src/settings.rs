@@ -141,9 +141,12 @@ impl fmt::Debug for RemoteSettings {
 /// replica would cap its concurrent turns per upstream host and time out the rest (measured: 450
 /// one-second requests through one h2 connection took 3.06 s, three waves of 200). One connection per
 /// in-flight request is what the pool keeps (and reuses) instead.
+///
+/// TLS from [`crate::tls`]: the process's one trust store, read on the first handshake, so building a
+/// client (at every start, before `/ready`) reads no certificate files.
 pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .use_rustls_tls()
+        .use_preconfigured_tls(crate::tls::client_config(crate::tls::Alpn::Http1))
         .http1_only()
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)

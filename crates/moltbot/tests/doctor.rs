@@ -1,12 +1,16 @@
 //! `moltbot doctor` as a new user would run it: all good; a port taken by another process; an
-//! upstream answering 429; a wrong key (401). Each run is the real binary against a real fake upstream.
+//! upstream answering 429; a wrong key (401); an HTTPS upstream whose CA only `SSL_CERT_FILE` trusts.
+//! Each run is the real binary against a real fake upstream.
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 
+mod tls_front;
+
 use moltbot_testkit::{FakeConfig, FakeUpstream, Script};
 use serde_json::Value;
+use tls_front::{https_front, test_ca};
 
 const BIN: &str = env!("CARGO_BIN_EXE_moltbot");
 const KEY: &str = "sk-doctor-test-key-0123456789abcdef";
@@ -47,8 +51,16 @@ fn moltbot(dir: &Path) -> Command {
 
 /// Run `doctor --json` off the async runtime (the fake upstream lives on it); (exit code, report).
 async fn doctor(dir: &Path) -> (i32, Value) {
+    doctor_with(dir, &[]).await
+}
+
+/// `doctor --json` with these environment variables set.
+async fn doctor_with(dir: &Path, env: &[(&str, &Path)]) -> (i32, Value) {
     let mut cmd = moltbot(dir);
     cmd.args(["doctor", "--json"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
@@ -101,6 +113,7 @@ async fn all_good() {
     assert!(failed(&report).is_empty(), "{report:#}");
     for name in [
         "config",
+        "trust store",
         "listener chat",
         "listener admin",
         "database",
@@ -272,4 +285,77 @@ async fn channel_credentials_are_checked_against_the_platform() {
     let c = check(&report, "channel telegram/support");
     assert_eq!(c["verdict"], "fail");
     assert!(!c.to_string().contains("revoked-token"), "the token leaked: {c}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstreams_are_checked_against_the_system_trust_store() {
+    let fake = FakeUpstream::start(FakeConfig::default()).await;
+    let trusted = test_ca("trusted test CA");
+    let stranger = test_ca("stranger test CA");
+    let good = https_front(&trusted, fake.addr()).await;
+    let bad = https_front(&stranger, fake.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("private-ca.pem");
+    std::fs::write(&ca_file, trusted.0.pem()).unwrap();
+    let trust = [("SSL_CERT_FILE", ca_file.as_path())];
+
+    // The private CA's root in SSL_CERT_FILE: the upstream's certificate is trusted.
+    write_config(
+        dir.path(),
+        &format!("https://localhost:{}/v1", good.port()),
+        free_port(),
+    );
+    let init = moltbot(dir.path()).arg("init-db").output().unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let (_, report) = doctor_with(dir.path(), &trust).await;
+    let store = check(&report, "trust store");
+    assert_eq!(store["verdict"], "pass", "{report:#}");
+    assert!(
+        store["detail"]
+            .as_str()
+            .unwrap()
+            .contains(", 1 from the system store"),
+        "{report:#}"
+    );
+    assert_eq!(
+        check(&report, "backend gpt-test tls")["verdict"],
+        "pass",
+        "{report:#}"
+    );
+    assert_eq!(
+        check(&report, "backend gpt-test api")["verdict"],
+        "pass",
+        "{report:#}"
+    );
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.path == "/v1/models" && r.bearer() == Some(KEY)),
+        "the call went through the HTTPS front"
+    );
+
+    // A certificate from a CA nobody trusts: refused, and said so.
+    write_config(
+        dir.path(),
+        &format!("https://localhost:{}/v1", bad.port()),
+        free_port(),
+    );
+    let (code, report) = doctor_with(dir.path(), &trust).await;
+    assert_ne!(code, 0, "{report:#}");
+    let tls = check(&report, "backend gpt-test tls");
+    assert_eq!(tls["verdict"], "fail", "{report:#}");
+    assert!(
+        tls["detail"].as_str().unwrap().contains("UnknownIssuer"),
+        "{report:#}"
+    );
+
+    // A trust store file that is not there is named.
+    let missing = dir.path().join("no-such-ca.pem");
+    let (_, report) = doctor_with(dir.path(), &[("SSL_CERT_FILE", missing.as_path())]).await;
+    let store = check(&report, "trust store");
+    assert_eq!(store["verdict"], "warn", "{report:#}");
+    assert!(
+        store["detail"].as_str().unwrap().contains("no-such-ca.pem"),
+        "{report:#}"
+    );
 }

@@ -23,6 +23,7 @@ const POLL_TIMEOUT_SECS: u32 = 25;
 /// The HTTP client of platform APIs: connect and whole-request timeouts (a long poll included).
 fn http_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .use_preconfigured_tls(moltbot_llm::tls::client_config(moltbot_llm::tls::Alpn::Any))
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(u64::from(POLL_TIMEOUT_SECS) + 15))
         .user_agent(concat!("moltbot/", env!("CARGO_PKG_VERSION")))

@@ -126,6 +126,7 @@ fn client(
     pin: Option<(&str, std::net::SocketAddr)>,
 ) -> reqwest::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
+        .use_preconfigured_tls(moltbot_llm::tls::client_config(moltbot_llm::tls::Alpn::Any))
         .user_agent(USER_AGENT)
         .timeout(cfg.timeout)
         .connect_timeout(cfg.timeout)
@@ -140,10 +141,10 @@ fn client(
 /// Pinned clients kept at most; the map starts over when full.
 const PINNED_MAX: usize = 64;
 
-/// The delivery workers' HTTP clients. Building one reads and parses the whole system trust store
-/// (~140 certificates, milliseconds of CPU), too much per worker and per attempt: the workers share one,
-/// and a client pinned to a checked public address is kept per (host, address) — a new address (DNS
-/// moved) gets a new one.
+/// The delivery workers' HTTP clients: the workers share one, and a client pinned to a checked public
+/// address is kept per (host, address) — a new address (DNS moved) gets a new one — so its pooled
+/// connections (and TLS sessions) serve the next attempts. The trust store is the process's one
+/// (`moltbot_llm::tls`), read once, not per client.
 pub(super) struct Clients {
     shared: reqwest::Client,
     pinned: Mutex<HashMap<(String, SocketAddr), reqwest::Client>>,
@@ -225,6 +226,9 @@ async fn send(
         Ok(s) => s,
         Err(e) => return (None, Some(format!("cannot sign: {e}"))),
     };
+    if url.scheme() == "https" {
+        moltbot_llm::tls::ready().await;
+    }
     let sent = client
         .post(url)
         .header("webhook-id", msg_id.as_str())

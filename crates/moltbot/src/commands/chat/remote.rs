@@ -31,6 +31,7 @@ impl Remote {
         let trimmed = url.trim_end_matches('/');
         let base = trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_owned();
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls(moltbot_llm::tls::client_config(moltbot_llm::tls::Alpn::Any))
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()?;
         Ok(Self { http, base, key })

@@ -131,6 +131,7 @@ async fn collect(global: &GlobalArgs, args: &DoctorArgs) -> Vec<Check> {
     checks.push(system::gpu(&config));
     checks.extend(system::disk(&config));
     checks.push(system::jwt_secret(&config));
+    checks.push(system::trust_store());
     checks.push(system::debug_listener(&config));
     checks.extend(channels::accounts(&config).await);
     checks.push(backend_checks.clock);

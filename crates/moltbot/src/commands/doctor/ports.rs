@@ -94,6 +94,7 @@ async fn answers_like_moltbot(addr: SocketAddr) -> bool {
         // Only identifying the holder of the port (which may speak native TLS with a certificate for a
         // public name), not trusting it with anything.
         .danger_accept_invalid_certs(true)
+        .tls_built_in_root_certs(false)
         .build()
         .unwrap_or_default();
     let mut answer = None;

@@ -1,4 +1,4 @@
-//! Database, GPU, disk space, the JWT secret and the debug listener.
+//! Database, GPU, disk space, the JWT secret, the TLS trust store and the debug listener.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -371,6 +371,25 @@ pub fn jwt_secret(config: &Config) -> Check {
         };
     }
     Check::pass(NAME, format!("{} bytes", bytes.len()))
+}
+
+/// The roots outgoing HTTPS (upstreams, webhooks, chat platforms) trusts: the Mozilla roots built in and
+/// the system's (`SSL_CERT_FILE` / `SSL_CERT_DIR` when set) — where a private CA's root has to be.
+pub fn trust_store() -> Check {
+    const NAME: &str = "trust store";
+    let t = moltbot_llm::tls::trust_store();
+    let mut detail = format!("{} Mozilla roots, {} from the system store", t.mozilla, t.system);
+    if t.skipped > 0 {
+        detail.push_str(&format!(" ({} unparsable skipped)", t.skipped));
+    }
+    if t.errors.is_empty() {
+        return Check::pass(NAME, detail);
+    }
+    Check::warn(
+        NAME,
+        format!("{detail}; unreadable: {}", t.errors.join("; ")),
+        "point SSL_CERT_FILE / SSL_CERT_DIR at readable PEM files, or install the ca-certificates package",
+    )
 }
 
 pub fn debug_listener(config: &Config) -> Check {
