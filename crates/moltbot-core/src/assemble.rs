@@ -16,16 +16,28 @@ pub struct ChunkAssembler {
     model: String,
     include_usage: bool,
     sent_role: bool,
+    /// What every written delta starts with, up to the delta's `{`: the same for the whole stream, so
+    /// serialized (and its strings escaped) once instead of per chunk.
+    head: Vec<u8>,
 }
 
 impl ChunkAssembler {
     pub fn new(id: &str, created: i64, model: &str, include_usage: bool) -> Self {
+        let mut head = Vec::with_capacity(128 + id.len() + model.len());
+        head.extend_from_slice(b"{\"id\":");
+        json_str(&mut head, id);
+        head.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        head.extend_from_slice(created.to_string().as_bytes());
+        head.extend_from_slice(b",\"model\":");
+        json_str(&mut head, model);
+        head.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{");
         Self {
             id: id.to_owned(),
             created,
             model: model.to_owned(),
             include_usage,
             sent_role: false,
+            head,
         }
     }
 
@@ -73,28 +85,35 @@ impl ChunkAssembler {
     }
 
     /// [`delta`](Self::delta) written straight to JSON (byte for byte the same), without building the
-    /// owned chunk: the per-chunk path of streaming.
+    /// owned chunk: the per-chunk path of streaming. Only the delta's fields are serialized per chunk.
     pub fn write_delta(&mut self, content: Option<&str>, tool_calls: Option<&Value>, out: &mut Vec<u8>) {
-        let chunk = ChunkRef {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            choices: [ChoiceRef {
-                index: 0,
-                delta: DeltaRef {
-                    role: (!self.sent_role).then_some("assistant"),
-                    content,
-                    tool_calls,
-                },
-                finish_reason: None,
-                logprobs: None,
-            }],
-            usage: self.include_usage.then_some(()),
+        out.reserve(self.head.len() + 64 + content.map_or(0, str::len));
+        out.extend_from_slice(&self.head);
+        let mut first = true;
+        let mut field = |out: &mut Vec<u8>, name: &[u8]| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.extend_from_slice(name);
         };
+        if !self.sent_role {
+            field(out, b"\"role\":\"assistant\"");
+        }
+        if let Some(c) = content {
+            field(out, b"\"content\":");
+            json_str(out, c);
+        }
+        if let Some(t) = tool_calls {
+            field(out, b"\"tool_calls\":");
+            // Writing a JSON value into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, t);
+        }
         self.sent_role = true;
-        // Writing borrowed strings and JSON values into a Vec cannot fail.
-        let _ = serde_json::to_writer(out, &chunk);
+        out.extend_from_slice(b"},\"finish_reason\":null,\"logprobs\":null}]");
+        if self.include_usage {
+            out.extend_from_slice(b",\"usage\":null");
+        }
+        out.push(b'}');
     }
 
     /// The last content chunk, carrying the finish reason (and the role if nothing came before).
@@ -123,35 +142,10 @@ impl ChunkAssembler {
     }
 }
 
-/// The borrowed mirror of [`ChatCompletionChunk`] (same field order and omissions).
-#[derive(serde::Serialize)]
-struct ChunkRef<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: i64,
-    model: &'a str,
-    choices: [ChoiceRef<'a>; 1],
-    /// `Some(())` is `null`: present on every chunk with `include_usage`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<()>,
-}
-
-#[derive(serde::Serialize)]
-struct ChoiceRef<'a> {
-    index: u32,
-    delta: DeltaRef<'a>,
-    finish_reason: Option<&'a str>,
-    logprobs: Option<()>,
-}
-
-#[derive(serde::Serialize)]
-struct DeltaRef<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_calls: Option<&'a Value>,
+/// `text` as a JSON string (quoted, escaped as serde_json escapes it).
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, text);
 }
 
 /// Collects a whole reply for a non-streaming response.
@@ -276,11 +270,12 @@ mod tests {
         for include_usage in [false, true] {
             let mut owned = ChunkAssembler::new("chatcmpl-9", 42, "model \"x\"", include_usage);
             let mut fast = owned.clone();
-            let steps: [(Option<&str>, Option<&Value>); 4] = [
+            let steps: [(Option<&str>, Option<&Value>); 5] = [
                 (Some("He said \"hi\"\n\u{1F600}"), None),
                 (Some("again"), None),
                 (None, Some(&calls)),
                 (Some("both"), Some(&calls)),
+                (None, None),
             ];
             for (content, tools) in steps {
                 let want =

@@ -30,7 +30,7 @@ impl ChunkMapper {
             self.finish("stop", out);
             return Ok(());
         }
-        let chunk = parse::<ChunkChoice>(data.as_bytes())
+        let chunk = parse::<ChunkChoice>(data)
             .map_err(|e| BackendError::Protocol(format!("upstream sent an event that is not JSON ({e})")))?;
         if let Some(err) = chunk.error.filter(|e| !e.is_null()) {
             return Err(BackendError::Protocol(format!(
@@ -219,9 +219,10 @@ struct TypedUsage {
 }
 
 /// Parse a chunk (`C` = [`ChunkChoice`]) or a completion ([`ReplyChoice`]): the typed fast path for the
-/// common shape, else (odd types, duplicate keys) the same reading from a generic JSON tree.
-fn parse<C: serde::de::DeserializeOwned + Choice>(body: &[u8]) -> Result<Parsed, serde_json::Error> {
-    if let Ok(typed) = serde_json::from_slice::<Typed<C>>(body) {
+/// common shape, else (odd types, duplicate keys) the same reading from a generic JSON tree. From a `&str`:
+/// its UTF-8 was checked once already, where reading bytes would check every string of it again.
+fn parse<C: serde::de::DeserializeOwned + Choice>(body: &str) -> Result<Parsed, serde_json::Error> {
+    if let Ok(typed) = serde_json::from_str::<Typed<C>>(body) {
         return Ok(Parsed {
             error: typed.error,
             choice: typed.choices.and_then(|c| c.0).map(Choice::into_parts),
@@ -230,7 +231,7 @@ fn parse<C: serde::de::DeserializeOwned + Choice>(body: &[u8]) -> Result<Parsed,
                 .and_then(|u| usage_from(u.prompt_tokens, u.completion_tokens, u.total_tokens)),
         });
     }
-    let v: Value = serde_json::from_slice(body)?;
+    let v: Value = serde_json::from_str(body)?;
     let choice = first_choice(&v).map(|c| {
         let content = &c[C::CONTENT];
         ChoiceParts {
@@ -281,8 +282,15 @@ fn usage_from(prompt: Option<u64>, completion: Option<u64>, total: Option<u64>) 
 /// The events of a non-streamed `chat.completion` (asked for by a caller that wants the whole reply,
 /// or sent by an upstream that ignored `stream: true`).
 pub(crate) fn completion_events(body: &[u8], redactor: &Redactor) -> Result<Vec<BackendEvent>, BackendError> {
-    let completion = parse::<ReplyChoice>(body)
-        .map_err(|e| BackendError::Protocol(format!("upstream sent invalid JSON ({e})")))?;
+    let invalid = |e: serde_json::Error| BackendError::Protocol(format!("upstream sent invalid JSON ({e})"));
+    let completion = match std::str::from_utf8(body) {
+        Ok(text) => parse::<ReplyChoice>(text).map_err(invalid)?,
+        Err(e) => {
+            return Err(BackendError::Protocol(format!(
+                "upstream sent a body that is not UTF-8 ({e})"
+            )));
+        }
+    };
     if let Some(err) = completion.error.filter(|e| !e.is_null()) {
         return Err(BackendError::Protocol(format!(
             "upstream error: {}",
