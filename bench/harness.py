@@ -83,6 +83,19 @@ def rss_kib(pid):
     return 0
 
 
+def rss_parts_kib(pid):
+    """(anonymous, file-backed) resident KiB: the process's own memory, and the pages of its binary and libraries
+    mapped from the page cache (shared by every process running the same file; how much of the text is resident
+    moves by a MiB or two between builds with where the linker put the code a start touches)."""
+    parts = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key = line.split(":")[0]
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                parts[key] = int(line.split()[1])
+    return parts.get("RssAnon", 0), parts.get("RssFile", 0) + parts.get("RssShmem", 0)
+
+
 def pin(cmd, role):
     """taskset prefix: moltbot on core 0, everything else on the remaining cores."""
     if CORES < 2:
@@ -328,32 +341,48 @@ def non_streaming(bins, a, results, pg_ok):
 
 
 def streaming(bins, a, results):
-    chunks = 32
+    # Two stream lengths through two otherwise identical moltbots, runs interleaved: the difference in CPU per
+    # stream over the difference in chunks is what one more chunk costs (the request's own handling, the same
+    # for both, drops out); CPU per stream / chunks is reported beside it.
+    chunks, long_chunks = 32, 128
     fake = Fake(bins, "--reply", "x" * chunks * 4, "--chunks", str(chunks))
+    long_fake = Fake(bins, "--reply", "x" * long_chunks * 4, "--chunks", str(long_chunks))
     body = dict(CHAT, stream=True)
     try:
         direct = [measured(bins, fake.proc.pid, fake.chat_url, dict(body, model="fake-model"), requests=a.stream_requests,
                            concurrency=1, stream=True, warmup=5) for _ in range(a.runs)]
         m = Moltbot(bins, fake.url, record=False)
+        m_long = Moltbot(bins, long_fake.url, record=False)
         try:
             via = [measured(bins, m.pid, m.chat_url, body, requests=a.stream_requests, concurrency=1, stream=True,
                             warmup=5) for _ in range(a.runs)]
-            via16 = [measured(bins, m.pid, m.chat_url, body, requests=a.stream_requests * 4, concurrency=16,
-                              stream=True, warmup=16) for _ in range(a.runs)]
+            via16, long16 = [], []
+            for _ in range(a.runs):
+                for target, runs in ((m, via16), (m_long, long16)):
+                    runs.append(measured(bins, target.pid, target.chat_url, body, requests=a.stream_requests * 4,
+                                         concurrency=16, stream=True, warmup=16))
         finally:
             m.stop()
-        per_chunk = statistics.median(r["cpu_s"] / (r["requests"] * chunks) * 1e6 for r in via16)
+            m_long.stop()
+        per_stream = [r["cpu_s"] / r["requests"] * 1e6 for r in via16]
+        per_long_stream = [r["cpu_s"] / r["requests"] * 1e6 for r in long16]
         results["streaming"] = {
             "chunks_per_stream": chunks,
+            "long_chunks_per_stream": long_chunks,
             "ttft_direct_p50_us": median_of(direct, "ttft_p50_us"),
             "ttft_via_p50_us": median_of(via, "ttft_p50_us"),
             "ttft_direct_p99_us": median_of(direct, "ttft_p99_us"),
             "ttft_via_p99_us": median_of(via, "ttft_p99_us"),
-            "cpu_us_per_chunk_c16": per_chunk,
-            "cpu_us_per_stream_c16": statistics.median(r["cpu_s"] / r["requests"] * 1e6 for r in via16),
+            "cpu_us_per_chunk_c16": statistics.median(s / chunks for s in per_stream),
+            "cpu_us_per_stream_c16": statistics.median(per_stream),
+            "cpu_us_per_long_stream_c16": statistics.median(per_long_stream),
+            # Median of the paired runs' slopes.
+            "cpu_us_per_added_chunk_c16": statistics.median(
+                (b - a_) / (long_chunks - chunks) for a_, b in zip(per_stream, per_long_stream)),
         }
     finally:
         fake.stop()
+        long_fake.stop()
 
 
 def held_streams(bins, a, results):
@@ -394,16 +423,21 @@ def held_streams(bins, a, results):
 def startup(bins, a, results):
     fake = Fake(bins, "--echo")
     try:
-        times, rss = [], []
+        times, rss, anon, mapped = [], [], [], []
         for _ in range(a.starts):
             m = Moltbot(bins, fake.url)
             times.append(m.startup_s)
             time.sleep(1.0)
             rss.append(rss_kib(m.pid))
+            own, shared = rss_parts_kib(m.pid)
+            anon.append(own)
+            mapped.append(shared)
             m.stop()
         results["startup"] = {"to_ready_ms_median": round(statistics.median(times) * 1000, 1),
                               "to_ready_ms_all": [round(t * 1000, 1) for t in times],
-                              "idle_rss_mib_median": round(statistics.median(rss) / 1024, 1)}
+                              "idle_rss_mib_median": round(statistics.median(rss) / 1024, 1),
+                              "idle_rss_anon_mib_median": round(statistics.median(anon) / 1024, 1),
+                              "idle_rss_file_mib_median": round(statistics.median(mapped) / 1024, 1)}
     finally:
         fake.stop()
 
