@@ -10,7 +10,7 @@ mod tls_front;
 
 use moltbot_testkit::{FakeConfig, FakeUpstream, Script};
 use serde_json::Value;
-use tls_front::{https_front, test_ca};
+use tls_front::PrivateCa;
 
 const BIN: &str = env!("CARGO_BIN_EXE_moltbot");
 const KEY: &str = "sk-doctor-test-key-0123456789abcdef";
@@ -289,14 +289,13 @@ async fn channel_credentials_are_checked_against_the_platform() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn https_upstreams_are_checked_against_the_system_trust_store() {
-    let fake = FakeUpstream::start(FakeConfig::default()).await;
-    let trusted = test_ca("trusted test CA");
-    let stranger = test_ca("stranger test CA");
-    let good = https_front(&trusted, fake.addr()).await;
-    let bad = https_front(&stranger, fake.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("private-ca.pem");
-    std::fs::write(&ca_file, trusted.0.pem()).unwrap();
+    let PrivateCa {
+        fake,
+        good,
+        bad,
+        dir,
+        ca_file,
+    } = PrivateCa::start().await;
     let trust = [("SSL_CERT_FILE", ca_file.as_path())];
 
     // The private CA's root in SSL_CERT_FILE: the upstream's certificate is trusted.

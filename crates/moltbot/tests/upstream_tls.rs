@@ -8,9 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use moltbot_testkit::{FakeConfig, FakeUpstream};
 use serde_json::{Value, json};
-use tls_front::{https_front, test_ca};
+use tls_front::PrivateCa;
 
 const BIN: &str = env!("CARGO_BIN_EXE_moltbot");
 const ADMIN_KEY: &str = "mb_upstream_tls_test_key_0123456789abcdef";
@@ -81,14 +80,13 @@ async fn chat(addr: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upstream_behind_a_private_ca_is_trusted_through_ssl_cert_file() {
-    let fake = FakeUpstream::start(FakeConfig::default()).await;
-    let trusted = test_ca("trusted test CA");
-    let stranger = test_ca("stranger test CA");
-    let good = https_front(&trusted, fake.addr()).await;
-    let bad = https_front(&stranger, fake.addr()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("private-ca.pem");
-    std::fs::write(&ca_file, trusted.0.pem()).unwrap();
+    let PrivateCa {
+        fake,
+        good,
+        bad,
+        dir,
+        ca_file,
+    } = PrivateCa::start().await;
 
     let (_server, addr) = serve(
         dir.path(),

@@ -3,7 +3,40 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use moltbot_testkit::{FakeConfig, FakeUpstream};
+
+/// A fake upstream behind two HTTPS fronts: `good`'s certificate comes from a CA whose root is written to
+/// `ca_file` (for `SSL_CERT_FILE`), `bad`'s from a CA nobody trusts; `dir` holds the file.
+pub struct PrivateCa {
+    pub fake: FakeUpstream,
+    pub good: SocketAddr,
+    pub bad: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+}
+
+impl PrivateCa {
+    pub async fn start() -> Self {
+        let fake = FakeUpstream::start(FakeConfig::default()).await;
+        let trusted = test_ca("trusted test CA");
+        let stranger = test_ca("stranger test CA");
+        let good = https_front(&trusted, fake.addr()).await;
+        let bad = https_front(&stranger, fake.addr()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("private-ca.pem");
+        std::fs::write(&ca_file, trusted.0.pem()).unwrap();
+        Self {
+            fake,
+            good,
+            bad,
+            dir,
+            ca_file,
+        }
+    }
+}
 
 /// A CA made for one test, named `name` (CAs of one test need distinct names, as real ones have):
 /// (certificate, key).
