@@ -346,14 +346,16 @@ def streaming(bins, a, results):
     # for both, drops out); CPU per stream / chunks is reported beside it.
     chunks, long_chunks = 32, 128
     fake = Fake(bins, "--reply", "x" * chunks * 4, "--chunks", str(chunks))
-    long_fake = Fake(bins, "--reply", "x" * long_chunks * 4, "--chunks", str(long_chunks))
+    long_fake = None
     body = dict(CHAT, stream=True)
     try:
+        long_fake = Fake(bins, "--reply", "x" * long_chunks * 4, "--chunks", str(long_chunks))
         direct = [measured(bins, fake.proc.pid, fake.chat_url, dict(body, model="fake-model"), requests=a.stream_requests,
                            concurrency=1, stream=True, warmup=5) for _ in range(a.runs)]
         m = Moltbot(bins, fake.url, record=False)
-        m_long = Moltbot(bins, long_fake.url, record=False)
+        m_long = None
         try:
+            m_long = Moltbot(bins, long_fake.url, record=False)
             via = [measured(bins, m.pid, m.chat_url, body, requests=a.stream_requests, concurrency=1, stream=True,
                             warmup=5) for _ in range(a.runs)]
             via16, long16 = [], []
@@ -363,7 +365,8 @@ def streaming(bins, a, results):
                                          concurrency=16, stream=True, warmup=16))
         finally:
             m.stop()
-            m_long.stop()
+            if m_long:
+                m_long.stop()
         per_stream = [r["cpu_s"] / r["requests"] * 1e6 for r in via16]
         per_long_stream = [r["cpu_s"] / r["requests"] * 1e6 for r in long16]
         results["streaming"] = {
@@ -382,7 +385,8 @@ def streaming(bins, a, results):
         }
     finally:
         fake.stop()
-        long_fake.stop()
+        if long_fake:
+            long_fake.stop()
 
 
 def held_streams(bins, a, results):

@@ -142,8 +142,9 @@ impl fmt::Debug for RemoteSettings {
 /// one-second requests through one h2 connection took 3.06 s, three waves of 200). One connection per
 /// in-flight request is what the pool keeps (and reuses) instead.
 ///
-/// TLS from [`crate::tls`]: the process's one trust store, read on the first handshake, so building a
-/// client (at every start, before `/ready`) reads no certificate files.
+/// TLS from [`crate::tls`]: the process's one trust store, read before the first `https://` call (the
+/// backend awaits `tls::ready`), so building a client (at every start, before `/ready`) reads no
+/// certificate files.
 pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .use_preconfigured_tls(crate::tls::client_config(crate::tls::Alpn::Http1))
